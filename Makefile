@@ -1,0 +1,21 @@
+# One entry point for developers and CI. `make test` installs everything (editable) and runs the
+# linters and the whole test suite against real servers.
+PYTHON ?= python3
+PIP ?= $(PYTHON) -m pip
+SERVICES := services/common services/watcher services/uploader services/notifier services/api
+
+.PHONY: install lint test unit
+
+install:
+	$(PIP) install -q $(foreach s,$(SERVICES),-e $(s)) -r requirements-dev.txt
+
+lint:
+	$(PYTHON) -m ruff check services tests bench
+	$(PYTHON) -m ruff format --check services tests bench
+	$(PYTHON) -m mypy
+
+test: install lint
+	$(PYTHON) -m pytest
+
+unit:
+	$(PYTHON) -m pytest tests/unit

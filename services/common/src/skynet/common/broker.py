@@ -1,0 +1,425 @@
+"""RabbitMQ adapter over pika: a confirmed publisher and a threaded consumer with manual acks.
+
+pika's threading rules are kept: one connection per thread, a channel is only touched by the
+thread that owns its connection, slow work runs on worker threads and hands its ack back with
+``connection.add_callback_threadsafe``. Heartbeat, blocked-connection timeout and prefetch are set
+explicitly. Every pika exception stops here and becomes :class:`BrokerUnavailable`.
+
+Long transfers and the broker: a delivery stays unacked for as long as its transfer runs (the ack
+means "the remote reflects it"). Heartbeats keep flowing because the consumer's thread never does
+the transfer itself; it keeps calling ``process_data_events``. RabbitMQ's ``consumer_timeout`` is
+raised in ``deploy/rabbitmq/rabbitmq.conf``; should the broker still close the channel, the
+message is redelivered and the next reconcile finds the remote already up to date (one HEAD/stat).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import random
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import pika
+import pika.exceptions
+from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
+from skynet.common.errors import BrokerUnavailable
+from skynet.common.topology import HEADER_ATTEMPTS, HEADER_REASON, Topology, dead_queue
+
+log = logging.getLogger(__name__)
+
+_PIKA_ERRORS: tuple[type[BaseException], ...] = (
+    pika.exceptions.AMQPError,
+    OSError,
+    AssertionError,  # pika raises it on use of a closed connection from some paths
+)
+
+
+def redact_url(url: str) -> str:
+    """``amqp://user:secret@host/vh`` → ``amqp://user:***@host/vh`` (for logs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return parts._replace(netloc=netloc).geturl()
+
+
+def connection_parameters(
+    url: str, *, name: str, heartbeat: int = 30, ca_file: str | None = None
+) -> pika.URLParameters:
+    params = pika.URLParameters(url)
+    params.heartbeat = heartbeat
+    params.blocked_connection_timeout = 60
+    params.connection_attempts = 1
+    params.socket_timeout = 10
+    params.client_properties = {"connection_name": name, "product": "skynet"}
+    if urlsplit(url).scheme == "amqps":
+        # TLS with verification on: the system CAs, or SKYNET_AMQP_CA_FILE.
+        context = ssl.create_default_context(cafile=ca_file)
+        params.ssl_options = pika.SSLOptions(context, server_hostname=urlsplit(url).hostname)
+    return params
+
+
+def connect(url: str, *, name: str, heartbeat: int = 30, ca_file: str | None = None) -> BlockingConnection:
+    """Open one blocking connection or raise :class:`BrokerUnavailable`."""
+    try:
+        return BlockingConnection(connection_parameters(url, name=name, heartbeat=heartbeat, ca_file=ca_file))
+    except _PIKA_ERRORS as exc:
+        raise BrokerUnavailable(f"cannot connect to broker at {redact_url(url)}: {type(exc).__name__}") from exc
+
+
+def backoff_delays(base: float = 0.5, cap: float = 30.0) -> Any:
+    """Exponential backoff with full jitter, forever: 0.5 s, 1 s, 2 s … capped."""
+    attempt = 0
+    while True:
+        yield random.uniform(base / 2, min(cap, base * (2**attempt)))
+        attempt += 1
+
+
+class Publisher:
+    """A confirmed publisher owned by one thread; reconnects lazily on the next publish.
+
+    ``publish`` returns once the broker has confirmed the message (persisted for durable
+    queues), or raises :class:`BrokerUnavailable` (the caller keeps its copy and tries again).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        name: str,
+        declare: Callable[[BlockingChannel], None] | None = None,
+        heartbeat: int = 30,
+        ca_file: str | None = None,
+    ) -> None:
+        self._url = url
+        self._name = name
+        self._declare = declare
+        self._heartbeat = heartbeat
+        self._ca_file = ca_file
+        self._conn: BlockingConnection | None = None
+        self._ch: BlockingChannel | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None and self._conn.is_open and self._ch is not None and self._ch.is_open
+
+    def _ensure(self) -> BlockingChannel:
+        if self.connected:
+            assert self._ch is not None
+            return self._ch
+        self.close()
+        conn = connect(self._url, name=self._name, heartbeat=self._heartbeat, ca_file=self._ca_file)
+        try:
+            ch = conn.channel()
+            ch.confirm_delivery()
+            if self._declare is not None:
+                self._declare(ch)
+        except _PIKA_ERRORS as exc:
+            _quiet_close(conn)
+            raise BrokerUnavailable(f"cannot set up publisher channel: {exc!r}") from exc
+        self._conn, self._ch = conn, ch
+        log.info("publisher %s connected to %s", self._name, redact_url(self._url))
+        return ch
+
+    def publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        *,
+        headers: dict[str, Any] | None = None,
+        persistent: bool = True,
+        message_id: str | None = None,
+        message_type: str | None = None,
+        mandatory: bool = True,
+    ) -> None:
+        props = pika.BasicProperties(
+            content_type="application/json",
+            delivery_mode=pika.DeliveryMode.Persistent if persistent else pika.DeliveryMode.Transient,
+            headers=headers or None,
+            message_id=message_id,
+            type=message_type,
+            timestamp=int(time.time()),
+        )
+        ch = self._ensure()
+        try:
+            ch.basic_publish(exchange, routing_key, body, props, mandatory=mandatory)
+        except pika.exceptions.UnroutableError as exc:
+            raise BrokerUnavailable(f"message to {exchange}/{routing_key} was unroutable") from exc
+        except pika.exceptions.NackError as exc:
+            raise BrokerUnavailable(f"broker refused message to {exchange}/{routing_key}") from exc
+        except _PIKA_ERRORS as exc:
+            self.close()
+            raise BrokerUnavailable(f"publish to {exchange}/{routing_key} failed: {type(exc).__name__}") from exc
+
+    def queue_depth(self, queue: str) -> int:
+        """Messages ready in ``queue`` (passive declare); raises BrokerUnavailable."""
+        ch = self._ensure()
+        try:
+            return int(ch.queue_declare(queue=queue, passive=True).method.message_count)
+        except _PIKA_ERRORS as exc:
+            self.close()
+            raise BrokerUnavailable(f"cannot read depth of {queue}: {type(exc).__name__}") from exc
+
+    def keepalive(self) -> None:
+        """Service heartbeats while idle; call every second or so from the owning thread."""
+        if self._conn is None:
+            return
+        try:
+            self._conn.process_data_events(time_limit=0)
+        except _PIKA_ERRORS:
+            self.close()
+
+    def close(self) -> None:
+        conn, self._conn, self._ch = self._conn, None, None
+        if conn is not None:
+            _quiet_close(conn)
+
+
+def _quiet_close(conn: BlockingConnection) -> None:
+    try:
+        if conn.is_open:
+            conn.close()
+    except _PIKA_ERRORS:
+        pass
+
+
+# ------------------------------------------------------------------------------- consuming
+
+
+@dataclass(frozen=True)
+class Delivery:
+    body: bytes
+    delivery_tag: int
+    routing_key: str
+    redelivered: bool
+    headers: dict[str, Any] = field(default_factory=dict)
+    message_id: str | None = None
+
+    @property
+    def attempts(self) -> int:
+        """How many times this message already failed (0 for a fresh one)."""
+        value = self.headers.get(HEADER_ATTEMPTS, 0)
+        return value if isinstance(value, int) and value >= 0 else 0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What to do with a delivery once its handler has finished.
+
+    ``ack``: done. ``retry``: failed, worth retrying after a delay. ``dead``: cannot succeed;
+    park it in the dead queue with ``reason``. ``requeue``: not this worker's fault (the remote is
+    away); put it back without counting an attempt.
+    """
+
+    kind: Literal["ack", "retry", "dead", "requeue"]
+    reason: str = ""
+
+
+ACK = Outcome("ack")
+
+Handler = Callable[[Delivery], Outcome]
+
+
+class Consumer:
+    """Consume one queue with ``prefetch`` deliveries in flight, each handled on a worker thread.
+
+    ``run`` owns the connection and blocks until ``stop()``; it reconnects with backoff and
+    jitter whenever the broker goes away. ``pause()`` cancels consumption (in-flight work goes
+    on) until ``resume()``; a paused consumer takes no new work.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        queue: str,
+        handler: Handler,
+        *,
+        topology: Topology,
+        prefetch: int,
+        name: str,
+        max_attempts: int = 6,
+        declare: Callable[[BlockingChannel], None] | None = None,
+        heartbeat: int = 30,
+        ca_file: str | None = None,
+        on_dead: Callable[[Delivery, str, int], None] | None = None,
+        on_retry: Callable[[Delivery, str, int], None] | None = None,
+    ) -> None:
+        self._url = url
+        self._queue = queue
+        self._handler = handler
+        self._topology = topology
+        self._prefetch = prefetch
+        self._name = name
+        self._max_attempts = max_attempts
+        self._declare = declare
+        self._heartbeat = heartbeat
+        self._ca_file = ca_file
+        self._on_dead = on_dead
+        self._on_retry = on_retry
+        self._executor = ThreadPoolExecutor(max_workers=prefetch, thread_name_prefix=f"{name}-work")
+        self._stop = threading.Event()
+        self._want_paused = threading.Event()
+        self._inflight: set[Future[None]] = set()
+        self._inflight_lock = threading.Lock()
+        self._conn: BlockingConnection | None = None
+        self._connected = threading.Event()
+
+    # -- control, from any thread
+    def stop(self) -> None:
+        self._stop.set()
+
+    def pause(self) -> None:
+        self._want_paused.set()
+
+    def resume(self) -> None:
+        self._want_paused.clear()
+
+    @property
+    def paused(self) -> bool:
+        return self._want_paused.is_set()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    @property
+    def in_flight(self) -> int:
+        with self._inflight_lock:
+            return len(self._inflight)
+
+    # -- the consumer thread
+    def run(self) -> None:
+        delays = backoff_delays()
+        while not self._stop.is_set():
+            try:
+                self._run_once()
+                delays = backoff_delays()
+            except BrokerUnavailable as exc:
+                delay = next(delays)
+                log.warning("consumer %s: %s; reconnecting in %.1fs", self._name, exc.reason, delay)
+                self._stop.wait(delay)
+        self._drain()
+
+    def _run_once(self) -> None:
+        conn = connect(self._url, name=self._name, heartbeat=self._heartbeat, ca_file=self._ca_file)
+        self._conn = conn
+        try:
+            ch = conn.channel()
+            pub = conn.channel()
+            pub.confirm_delivery()
+            if self._declare is not None:
+                self._declare(ch)
+            ch.basic_qos(prefetch_count=self._prefetch)
+            self._connected.set()
+            log.info("consumer %s connected to %s, queue %s", self._name, redact_url(self._url), self._queue)
+            tag: str | None = None
+            while not self._stop.is_set():
+                if tag is None and not self._want_paused.is_set():
+                    tag = ch.basic_consume(
+                        self._queue,
+                        functools.partial(self._on_message, conn, ch, pub),
+                        auto_ack=False,
+                    )
+                elif tag is not None and self._want_paused.is_set():
+                    ch.basic_cancel(tag)
+                    tag = None
+                    log.info("consumer %s paused: taking no new work", self._name)
+                conn.process_data_events(time_limit=0.2)
+            if tag is not None:
+                ch.basic_cancel(tag)
+            # Finish in-flight work and settle it on this connection before closing.
+            deadline = time.monotonic() + 30
+            while self.in_flight and time.monotonic() < deadline:
+                conn.process_data_events(time_limit=0.2)
+            conn.process_data_events(time_limit=0)
+        except _PIKA_ERRORS as exc:
+            raise BrokerUnavailable(f"consumer connection lost: {type(exc).__name__}: {exc}") from exc
+        finally:
+            self._connected.clear()
+            self._conn = None
+            _quiet_close(conn)
+
+    def _drain(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def _on_message(
+        self,
+        conn: BlockingConnection,
+        ch: BlockingChannel,
+        pub: BlockingChannel,
+        _ch: BlockingChannel,
+        method: Any,
+        props: pika.BasicProperties,
+        body: bytes,
+    ) -> None:
+        delivery = Delivery(
+            body=body,
+            delivery_tag=method.delivery_tag,
+            routing_key=method.routing_key,
+            redelivered=bool(method.redelivered),
+            headers=dict(props.headers or {}),
+            message_id=props.message_id,
+        )
+        fut = self._executor.submit(self._work, conn, ch, pub, delivery)
+        with self._inflight_lock:
+            self._inflight.add(fut)
+        fut.add_done_callback(self._forget)
+
+    def _forget(self, fut: Future[None]) -> None:
+        with self._inflight_lock:
+            self._inflight.discard(fut)
+
+    def _work(self, conn: BlockingConnection, ch: BlockingChannel, pub: BlockingChannel, d: Delivery) -> None:
+        try:
+            outcome = self._handler(d)
+        except Exception as exc:  # a bug in a handler must not kill the worker or loop the message
+            log.exception("handler crashed on message %s", d.message_id)
+            outcome = Outcome("retry", f"handler crashed: {type(exc).__name__}: {exc}")
+        settle = functools.partial(self._settle, ch, pub, d, outcome)
+        try:
+            conn.add_callback_threadsafe(settle)
+        except _PIKA_ERRORS:
+            # The connection is gone; the broker requeues the delivery by itself.
+            log.warning("could not settle message %s: connection closed; it will be redelivered", d.message_id)
+
+    def _settle(self, ch: BlockingChannel, pub: BlockingChannel, d: Delivery, outcome: Outcome) -> None:
+        """Runs on the consumer thread."""
+        if not ch.is_open:
+            return
+        if outcome.kind == "ack":
+            ch.basic_ack(d.delivery_tag)
+            return
+        if outcome.kind == "requeue":
+            ch.basic_nack(d.delivery_tag, requeue=True)
+            return
+        attempts = d.attempts + 1
+        headers = dict(d.headers)
+        headers[HEADER_ATTEMPTS] = attempts
+        headers[HEADER_REASON] = outcome.reason[:1000]
+        if outcome.kind == "retry" and attempts < self._max_attempts:
+            target = self._topology.retry_queue_for_attempt(attempts)
+            if self._on_retry:
+                self._on_retry(d, outcome.reason, attempts)
+        else:
+            target = dead_queue(self._topology.source)
+            if outcome.kind == "retry":
+                headers[HEADER_REASON] = f"gave up after {attempts} attempts: {outcome.reason}"[:1000]
+            if self._on_dead:
+                self._on_dead(d, str(headers[HEADER_REASON]), attempts)
+        props = pika.BasicProperties(
+            content_type="application/json",
+            delivery_mode=pika.DeliveryMode.Persistent,
+            headers=headers,
+            message_id=d.message_id,
+        )
+        pub.basic_publish("", target, d.body, props, mandatory=True)
+        ch.basic_ack(d.delivery_tag)
+        log.info("message %s -> %s (attempt %d): %s", d.message_id, target, attempts, outcome.reason)

@@ -1,0 +1,70 @@
+"""skynet's one exception tree.
+
+Every error raised by skynet code is a :class:`SkynetError`. Foreign exceptions (pika, paramiko,
+botocore, psycopg2, OSError from the watched folder) are caught by the adapter that called the
+foreign library and re-raised as the most specific error below, with ``raise ... from exc``.
+
+    SkynetError
+    ├── ConfigError            bad configuration; the process refuses to start
+    ├── TransientError         retrying later can help (network, server busy, broker away)
+    │   ├── BrokerUnavailable
+    │   └── RemoteUnavailable
+    └── PermanentError         retrying the same thing cannot help
+        ├── InvalidPath        a name that cannot be mapped safely to the target
+        ├── InvalidMessage     a message that cannot be decoded or is of an unknown version
+        ├── LocalFileError     the local file cannot be read (permissions, not a regular file)
+        └── RemoteRefused      the target refuses the operation (permission, name, size)
+
+``retryable`` on an instance is the one question callers ask.
+"""
+
+from __future__ import annotations
+
+
+class SkynetError(Exception):
+    """Base of every skynet error."""
+
+    retryable: bool = False
+
+    @property
+    def reason(self) -> str:
+        """A one-line, secret-free explanation fit for logs, events and API responses."""
+        return f"{type(self).__name__}: {self}"
+
+
+class ConfigError(SkynetError):
+    """The configuration is invalid; the message names each bad variable."""
+
+
+class TransientError(SkynetError):
+    """Trying again later may succeed."""
+
+    retryable = True
+
+
+class BrokerUnavailable(TransientError):
+    """The message broker cannot be reached or refused the operation for now."""
+
+
+class RemoteUnavailable(TransientError):
+    """The storage target cannot be reached, timed out, or is throttling."""
+
+
+class PermanentError(SkynetError):
+    """Trying the same thing again cannot succeed."""
+
+
+class InvalidPath(PermanentError):
+    """A path cannot be represented safely on the target."""
+
+
+class InvalidMessage(PermanentError):
+    """A message is malformed, oversized, or of an unknown type or version."""
+
+
+class LocalFileError(PermanentError):
+    """The local file cannot be read."""
+
+
+class RemoteRefused(PermanentError):
+    """The target refused the operation (permission, invalid name, too large)."""

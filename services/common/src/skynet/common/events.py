@@ -1,0 +1,125 @@
+"""Publishing lifecycle events without ever slowing or blocking the work they describe.
+
+:class:`EventSink` hands events to a background thread that owns its own broker connection.
+``emit`` never blocks: when the broker is away, events wait in a bounded in-memory buffer
+(lifecycle events are kept up to ``max_buffer``; progress ticks are dropped first) and are sent
+when it returns. A broken event path never stops files from moving.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+
+from pydantic import BaseModel
+from skynet.common.broker import Publisher, backoff_delays
+from skynet.common.errors import BrokerUnavailable
+from skynet.common.messages import FileEvent, WorkerHeartbeat, encode
+from skynet.common.topology import EVENTS_EXCHANGE, Topology
+
+log = logging.getLogger(__name__)
+
+
+class EventSink:
+    def __init__(
+        self, url: str, topology: Topology, *, name: str, max_buffer: int = 100_000, ca_file: str | None = None
+    ) -> None:
+        self._publisher = Publisher(url, name=f"{name}-events", declare=topology.declare_events, ca_file=ca_file)
+        self._buffer: collections.deque[FileEvent | WorkerHeartbeat] = collections.deque()
+        self._progress: dict[tuple[str, str], FileEvent] = {}
+        self._max = max_buffer
+        self._cond = threading.Condition()
+        self._stop = False
+        self._dropped = 0
+        self._thread = threading.Thread(target=self._run, name=f"{name}-events", daemon=True)
+
+    def start(self) -> EventSink:
+        self._thread.start()
+        return self
+
+    def emit(self, event: FileEvent | WorkerHeartbeat) -> None:
+        with self._cond:
+            if isinstance(event, FileEvent) and event.state == "progress":
+                # Only the newest progress tick per file is worth sending.
+                self._progress[(event.source, event.path)] = event
+            elif len(self._buffer) >= self._max:
+                self._dropped += 1
+                if self._dropped % 1000 == 1:
+                    log.warning("event buffer full (%d); dropped %d events", self._max, self._dropped)
+                return
+            else:
+                self._buffer.append(event)
+            self._cond.notify()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Flush what can be flushed within ``timeout`` seconds, then stop."""
+        with self._cond:
+            self._stop = True
+            self._cond.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        self._publisher.close()
+
+    @property
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._buffer) + len(self._progress)
+
+    def _take(self) -> tuple[list[FileEvent | WorkerHeartbeat], bool]:
+        with self._cond:
+            while not self._buffer and not self._progress and not self._stop:
+                self._cond.wait(1.0)
+                if not self._buffer and not self._progress:
+                    return [], self._stop
+            batch: list[FileEvent | WorkerHeartbeat] = list(self._progress.values())
+            self._progress.clear()
+            while self._buffer and len(batch) < 500:
+                batch.append(self._buffer.popleft())
+            return batch, self._stop
+
+    def _requeue(self, batch: list[FileEvent | WorkerHeartbeat]) -> None:
+        with self._cond:
+            for event in reversed(batch):
+                if isinstance(event, FileEvent) and event.state == "progress":
+                    self._progress.setdefault((event.source, event.path), event)
+                else:
+                    self._buffer.appendleft(event)
+
+    def _run(self) -> None:
+        delays = backoff_delays(0.5, 15.0)
+        while True:
+            batch, stopping = self._take()
+            if not batch:
+                if stopping:
+                    return
+                self._publisher.keepalive()
+                continue
+            sent = 0
+            try:
+                for event in batch:
+                    _publish_event(self._publisher, event)
+                    sent += 1
+                delays = backoff_delays(0.5, 15.0)
+            except BrokerUnavailable as exc:
+                self._requeue(batch[sent:])
+                if stopping:
+                    log.warning("event path down at shutdown; %d events not sent: %s", self.pending, exc.reason)
+                    return
+                delay = next(delays)
+                log.warning("event path down (%s); %d events buffered, retry in %.1fs", exc.reason, self.pending, delay)
+                with self._cond:
+                    self._cond.wait(delay)
+
+
+def _publish_event(publisher: Publisher, event: BaseModel) -> None:
+    routing_key = str(event.type)
+    is_progress = routing_key.startswith("progress.")
+    publisher.publish(
+        EVENTS_EXCHANGE,
+        routing_key,
+        encode(event),
+        persistent=not is_progress,
+        message_id=str(event.id),
+        message_type=routing_key,
+    )

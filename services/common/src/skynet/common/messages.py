@@ -1,0 +1,232 @@
+"""Versioned message schema.
+
+Two families travel through the broker:
+
+* **actions** (watcher → uploaders): hints that a path changed. An uploader reconciles the remote
+  with the local folder *now*; it never replays a message blindly. Routed by source.
+* **events** (watcher, uploaders → notifier): the lifecycle of each file, plus worker heartbeats.
+  The ``type`` string of every event is also its routing key on the events exchange.
+
+Each model carries a ``type`` literal ending in its version (``.v1``). A new version is a new model;
+old versions keep golden JSON samples in ``tests/golden`` that the tests decode.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from skynet.common.errors import InvalidMessage
+from skynet.common.paths import validate_rel_path
+
+MAX_MESSAGE_BYTES = 64 * 1024
+SOURCE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def now() -> float:
+    return time.time()
+
+
+class Generation(BaseModel):
+    """Identity of one version of a local file: what the remote records to make checks cheap."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    size: int = Field(ge=0)
+    mtime_ns: int
+    inode: int = 0
+
+    def token(self) -> str:
+        return f"{self.size}:{self.mtime_ns}:{self.inode}"
+
+    @classmethod
+    def from_token(cls, token: str) -> Generation | None:
+        try:
+            size, mtime_ns, inode = (int(p) for p in token.split(":"))
+            return cls(size=size, mtime_ns=mtime_ns, inode=inode)
+        except (ValueError, ValidationError):
+            return None
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(default_factory=new_id, min_length=1, max_length=64)
+    source: str = Field(pattern=SOURCE_PATTERN)
+    created_at: float = Field(default_factory=now)
+
+
+def _check_path(value: str) -> str:
+    validate_rel_path(value)
+    return value
+
+
+# ---------------------------------------------------------------- actions (watcher → uploader)
+
+
+class PathChanged(_Message):
+    """Path ``path`` (a file, or a folder when ``is_dir``) may differ from the remote: reconcile it.
+
+    For a folder (``is_dir``), the whole subtree is reconciled: that is how a deleted folder
+    becomes one action instead of one per file.
+    """
+
+    type: Literal["action.changed.v1"] = "action.changed.v1"
+    path: str
+    is_dir: bool = False
+    generation: Generation | None = None  # what the watcher saw; a hint only
+    force: bool = False  # upload even if the remote claims the same generation
+
+    _v = field_validator("path")(_check_path)
+
+
+class PathMoved(_Message):
+    """``src`` was renamed to ``dst`` (a file, or a folder when ``is_dir``)."""
+
+    type: Literal["action.moved.v1"] = "action.moved.v1"
+    src: str
+    dst: str
+    is_dir: bool = False
+    generation: Generation | None = None
+
+    _v = field_validator("src", "dst")(_check_path)
+
+
+Action = Annotated[PathChanged | PathMoved, Field(discriminator="type")]
+ACTION_TYPES = ("action.changed.v1", "action.moved.v1")
+
+# ---------------------------------------------------------------- events (→ notifier)
+
+FileState = Literal[
+    "queued",
+    "waiting",
+    "started",
+    "progress",
+    "done",
+    "skipped",
+    "moved",
+    "deleted",
+    "held",
+    "failed",
+    "dead",
+]
+LIFECYCLE_STATES: tuple[str, ...] = (
+    "queued",
+    "waiting",
+    "started",
+    "done",
+    "skipped",
+    "moved",
+    "deleted",
+    "held",
+    "failed",
+    "dead",
+)
+
+
+class FileEvent(_Message):
+    """One step in the life of one file. ``type`` is ``file.<state>.v1`` (progress: ``progress.file.v1``)."""
+
+    type: str
+    state: FileState
+    path: str
+    worker: str | None = Field(default=None, max_length=200)
+    size: int | None = Field(default=None, ge=0)
+    bytes_done: int | None = Field(default=None, ge=0)
+    duration_s: float | None = Field(default=None, ge=0)
+    checksum: str | None = Field(default=None, max_length=200)
+    remote: str | None = Field(default=None, max_length=8192)
+    src: str | None = None  # for moves
+    attempt: int | None = Field(default=None, ge=0)
+    reason: str | None = Field(default=None, max_length=4000)
+    action_id: str | None = Field(default=None, max_length=64)
+
+    @field_validator("type")
+    @classmethod
+    def _type_matches(cls, value: str) -> str:
+        if value != "progress.file.v1" and not (
+            value.startswith("file.") and value.endswith(".v1") and value[5:-3] in LIFECYCLE_STATES
+        ):
+            raise ValueError(f"unknown file event type {value!r}")
+        return value
+
+    @classmethod
+    def make(cls, state: FileState, *, source: str, path: str, **fields: Any) -> FileEvent:
+        kind = "progress.file.v1" if state == "progress" else f"file.{state}.v1"
+        return cls(type=kind, state=state, source=source, path=path, **fields)
+
+
+class WorkerHeartbeat(_Message):
+    """A worker is alive; sent every few seconds."""
+
+    type: Literal["worker.heartbeat.v1"] = "worker.heartbeat.v1"
+    worker: str = Field(max_length=200)
+    role: Literal["watcher", "uploader", "notifier"]
+    active: int = Field(default=0, ge=0)
+    capacity: int = Field(default=0, ge=0)
+    bytes_sent: int = Field(default=0, ge=0)
+    files_done: int = Field(default=0, ge=0)
+    host: str | None = Field(default=None, max_length=255)
+    started_at: float | None = None
+
+
+Event = FileEvent | WorkerHeartbeat
+
+_action_adapter: TypeAdapter[PathChanged | PathMoved] = TypeAdapter(Action)
+
+
+def encode(message: BaseModel) -> bytes:
+    return message.model_dump_json(exclude_none=True).encode("utf-8")
+
+
+def _load(body: bytes) -> dict[str, Any]:
+    if len(body) > MAX_MESSAGE_BYTES:
+        raise InvalidMessage(f"message is {len(body)} bytes (limit {MAX_MESSAGE_BYTES})")
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidMessage(f"message is not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise InvalidMessage("message is not a JSON object")
+    return data
+
+
+def _short(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(p) for p in err["loc"]) or "message"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def decode_action(body: bytes) -> PathChanged | PathMoved:
+    """Decode an action, or raise :class:`InvalidMessage` with a readable reason."""
+    data = _load(body)
+    kind = data.get("type")
+    if kind not in ACTION_TYPES:
+        raise InvalidMessage(f"unknown action type or version {str(kind)[:80]!r}")
+    try:
+        return _action_adapter.validate_python(data)
+    except ValidationError as exc:
+        raise InvalidMessage(f"invalid {kind}: {_short(exc)}") from exc
+
+
+def decode_event(body: bytes) -> FileEvent | WorkerHeartbeat:
+    """Decode an event, or raise :class:`InvalidMessage` with a readable reason."""
+    data = _load(body)
+    kind = data.get("type")
+    try:
+        if kind == "worker.heartbeat.v1":
+            return WorkerHeartbeat.model_validate(data)
+        if isinstance(kind, str) and (kind.startswith("file.") or kind == "progress.file.v1"):
+            return FileEvent.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidMessage(f"invalid {kind}: {_short(exc)}") from exc
+    raise InvalidMessage(f"unknown event type or version {str(kind)[:80]!r}")

@@ -1,0 +1,87 @@
+"""Pure path logic: relative POSIX paths on the wire, and their safe mapping to a remote.
+
+No I/O here. A wire path is relative to the watched folder, uses ``/`` separators, has no empty,
+``.`` or ``..`` component, no NUL or other control character, and is valid UTF-8 text.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import unicodedata
+
+from skynet.common.errors import InvalidPath
+
+MAX_PATH_BYTES = 4096
+MAX_COMPONENT_BYTES = 255
+
+
+def validate_rel_path(path: str) -> str:
+    """Return ``path`` if it is a safe wire path, else raise :class:`InvalidPath` saying why.
+
+    The empty string is the root of the watched folder.
+    """
+    if path == "":
+        return path
+    if not isinstance(path, str):
+        raise InvalidPath(f"path must be text, got {type(path).__name__}")
+    try:
+        encoded = path.encode("utf-8", errors="strict")
+    except UnicodeEncodeError as exc:
+        raise InvalidPath(f"path {path!r} is not valid UTF-8") from exc
+    if len(encoded) > MAX_PATH_BYTES:
+        raise InvalidPath(f"path is {len(encoded)} bytes long (limit {MAX_PATH_BYTES})")
+    if path.startswith("/"):
+        raise InvalidPath(f"path {path!r} is absolute")
+    for ch in path:
+        if ord(ch) < 0x20 or ord(ch) == 0x7F:
+            raise InvalidPath(f"path {path!r} contains a control character")
+    for part in path.split("/"):
+        if part in ("", ".", ".."):
+            raise InvalidPath(f"path {path!r} has an empty, '.' or '..' component")
+        if len(part.encode("utf-8")) > MAX_COMPONENT_BYTES:
+            raise InvalidPath(f"path component {part[:40]!r}... is over {MAX_COMPONENT_BYTES} bytes")
+    return path
+
+
+def rel_path_from_fs(root: str, full: str) -> str:
+    """Map an absolute filesystem path under ``root`` to a wire path (or raise InvalidPath).
+
+    Names that are not valid UTF-8 (surrogate-escaped by Python) are refused, never mangled.
+    """
+    rel = os.path.relpath(full, root)
+    if rel == ".":
+        return ""
+    if rel.startswith(".." + os.sep) or rel == "..":
+        raise InvalidPath(f"{full!r} is outside the watched folder")
+    wire = rel.replace(os.sep, "/") if os.sep != "/" else rel
+    return validate_rel_path(wire)
+
+
+def local_path(root: str, rel: str) -> str:
+    """Return the filesystem path of wire path ``rel`` under ``root`` (validated first)."""
+    validate_rel_path(rel)
+    if rel == "":
+        return root
+    return os.path.join(root, *rel.split("/"))
+
+
+def remote_join(base: str, rel: str) -> str:
+    """Join a target's base path and a wire path with ``/``; never escapes ``base``."""
+    validate_rel_path(rel)
+    base = base.strip("/")
+    if not rel:
+        return base
+    return f"{base}/{rel}" if base else rel
+
+
+def is_within(base: str, candidate: str) -> bool:
+    """True if POSIX path ``candidate`` is ``base`` or lies below it (after normalisation)."""
+    b = posixpath.normpath("/" + base.strip("/"))
+    c = posixpath.normpath("/" + candidate.strip("/"))
+    return c == b or c.startswith(b.rstrip("/") + "/")
+
+
+def nfc_key(path: str) -> str:
+    """The key under which two names collide on a normalising, case-insensitive target."""
+    return unicodedata.normalize("NFC", path).casefold()

@@ -1,0 +1,94 @@
+"""Typed settings from ``SKYNET_*`` environment variables.
+
+Each service defines a subclass and builds it once in ``main()`` with :func:`load_settings`, which
+turns every invalid value into one :class:`ConfigError` naming each bad variable.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Literal, TypeVar
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from skynet.common.errors import ConfigError
+from skynet.common.messages import SOURCE_PATTERN
+
+DeleteMode = Literal["keep", "mirror"]
+
+
+class BaseServiceSettings(BaseSettings):
+    """What every service shares."""
+
+    model_config = SettingsConfigDict(env_prefix="SKYNET_", extra="ignore", frozen=True)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    worker_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+
+class BrokerSettings(BaseServiceSettings):
+    """Services that talk to RabbitMQ."""
+
+    amqp_url: SecretStr = SecretStr("amqp://guest:guest@localhost:5672/%2F")
+    source: str = Field(default="default", pattern=SOURCE_PATTERN)
+    queue_type: Literal["classic", "quorum"] = "classic"
+    retry_delays_s: tuple[float, ...] = (2.0, 10.0, 60.0, 300.0)
+    max_attempts: int = Field(default=6, ge=1, le=100)
+    progress_queue_max: int = Field(default=10_000, ge=10)
+    heartbeat_s: int = Field(default=30, ge=0, le=600)
+    amqp_ca_file: str | None = None
+
+    @field_validator("amqp_url")
+    @classmethod
+    def _amqp_scheme(cls, value: SecretStr) -> SecretStr:
+        parts = urlsplit(value.get_secret_value())
+        if parts.scheme not in ("amqp", "amqps"):
+            raise ValueError("must be an amqp:// or amqps:// URL")
+        if not parts.hostname:
+            raise ValueError("has no host")
+        return value
+
+    @field_validator("retry_delays_s", mode="before")
+    @classmethod
+    def _split_delays(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(float(v) for v in value.split(",") if v.strip())
+        return value
+
+    @field_validator("retry_delays_s")
+    @classmethod
+    def _delays_positive(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if not value or any(v <= 0 for v in value):
+            raise ValueError("must be a comma-separated list of positive seconds")
+        return value
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def load_settings(cls: type[S], **overrides: object) -> S:
+    """Build ``cls`` from the environment; raise :class:`ConfigError` naming every bad variable."""
+    try:
+        return cls(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        prefix = str(cls.model_config.get("env_prefix", ""))
+        lines = []
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else "?"
+            var = f"{prefix}{field}".upper()
+            given = err.get("input")
+            shown = (
+                ""
+                if given is None or "password" in field or "token" in field or "url" in field
+                else f" (got {str(given)[:80]!r})"
+            )
+            lines.append(f"{var}: {err['msg']}{shown}")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None

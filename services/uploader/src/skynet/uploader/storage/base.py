@@ -1,0 +1,116 @@
+"""The one small interface every storage backend implements.
+
+A backend instance is used by one thread at a time; the uploader opens one per worker thread
+(``open_backend``) and reuses it for many files, so connections are reused. Paths given to a
+backend are wire paths (relative, POSIX, validated); the backend maps them under its base path
+with :func:`skynet.common.paths.remote_join` and never writes outside it.
+
+Errors: a backend raises only skynet errors — :class:`RemoteUnavailable` (cannot reach, timed out,
+throttled: retry later), :class:`RemoteRefused` (the target said no: permission, name, size),
+:class:`LocalFileError` (the local file could not be read), :class:`InvalidPath`. The foreign
+exception is chained with ``raise … from exc``; ``classify`` in each backend decides which.
+
+Optional features are declared as :class:`Capabilities` flags, not discovered by trial.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from skynet.common.messages import Generation
+
+ProgressFn = Callable[[int], None]
+"""Called with the number of bytes of the file now known to be on the remote (monotonic)."""
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    server_side_move: bool = False  # move() does not re-send bytes
+    dir_move: bool = False  # move_dir() is one operation, not one per file
+    resumable: bool = False  # an interrupted upload continues from what the remote holds
+    exact_generation: bool = False  # the remote records the full Generation (else size+mtime seconds)
+
+
+@dataclass(frozen=True)
+class RemoteEntry:
+    path: str  # wire path, relative to the backend's base
+    size: int
+    mtime: float | None = None
+    generation: Generation | None = None  # as recorded with the object, when the backend can
+    checksum: str | None = None
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    bytes_sent: int  # bytes actually sent over the wire by this call
+    resumed_from: int = 0  # bytes of the file already on the remote and reused
+    checksum: str | None = None  # ETag / sha256 / whatever the remote reports
+
+
+class Backend(abc.ABC):
+    """A storage target. Subclasses set ``capabilities`` and implement the abstract methods."""
+
+    scheme: str = ""
+    capabilities: Capabilities = Capabilities()
+
+    @abc.abstractmethod
+    def describe(self, path: str) -> str:
+        """A secret-free URL of ``path`` on the remote, for events and logs."""
+
+    @abc.abstractmethod
+    def check(self) -> None:
+        """Cheap reachability probe; raises RemoteUnavailable when the remote is away."""
+
+    @abc.abstractmethod
+    def stat(self, path: str) -> RemoteEntry | None:
+        """The remote file at ``path``, or None if there is none."""
+
+    @abc.abstractmethod
+    def upload(self, path: str, local_file: str, generation: Generation, progress: ProgressFn) -> UploadResult:
+        """Make ``path`` hold the bytes of ``local_file``, recording ``generation``.
+
+        The object becomes visible under its final name only when complete (partial name +
+        rename, or multipart complete). If a resumable partial for this same generation exists,
+        continue it; partials of other generations are discarded.
+        """
+
+    @abc.abstractmethod
+    def delete(self, path: str) -> bool:
+        """Delete the file at ``path``; False if it was not there. Never deletes folders' contents."""
+
+    @abc.abstractmethod
+    def move(self, src: str, dst: str) -> None:
+        """Rename file ``src`` to ``dst`` on the remote (replacing ``dst``). RemoteRefused if src is gone."""
+
+    @abc.abstractmethod
+    def list(self, prefix: str = "") -> Iterator[RemoteEntry]:
+        """Every file below folder ``prefix`` ('' = the whole base), recursively, partials excluded."""
+
+    def move_dir(self, src: str, dst: str) -> None:
+        """Rename folder ``src`` to ``dst``. Default: move each file."""
+        for entry in list(self.list(src)):
+            rest = entry.path[len(src) :].lstrip("/")
+            self.move(entry.path, f"{dst}/{rest}" if dst else rest)
+
+    def cleanup(self, path: str) -> None:  # noqa: B027 - optional hook
+        """Remove leftovers for ``path`` (abandoned partials, open multipart uploads). Optional."""
+
+    def matches(self, entry: RemoteEntry, generation: Generation) -> bool:
+        """True if ``entry`` records exactly the local ``generation``."""
+        if entry.size != generation.size:
+            return False
+        if entry.generation is not None:
+            if self.capabilities.exact_generation:
+                return entry.generation == generation
+            return (
+                entry.generation.size == generation.size
+                and entry.generation.mtime_ns // 10**9 == generation.mtime_ns // 10**9
+            )
+        if entry.mtime is not None:
+            return int(entry.mtime) == generation.mtime_ns // 10**9
+        return False
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
