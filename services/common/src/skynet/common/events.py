@@ -112,14 +112,14 @@ class EventSink:
                     self._cond.wait(delay)
 
 
-def _publish_event(publisher: Publisher, event: BaseModel) -> None:
-    routing_key = str(event.type)
+def _publish_event(publisher: Publisher, event: FileEvent | WorkerHeartbeat) -> None:
+    routing_key = event.type
     is_progress = routing_key.startswith("progress.")
     publisher.publish(
         EVENTS_EXCHANGE,
         routing_key,
         encode(event),
         persistent=not is_progress,
-        message_id=str(event.id),
+        message_id=event.id,
         message_type=routing_key,
     )
