@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
+
 from skynet.common.errors import BrokerUnavailable
 from skynet.common.topology import HEADER_ATTEMPTS, HEADER_REASON, Topology, dead_queue
 

@@ -12,7 +12,6 @@ import collections
 import logging
 import threading
 
-from pydantic import BaseModel
 from skynet.common.broker import Publisher, backoff_delays
 from skynet.common.errors import BrokerUnavailable
 from skynet.common.messages import FileEvent, WorkerHeartbeat, encode

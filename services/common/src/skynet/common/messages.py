@@ -19,6 +19,7 @@ import uuid
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+
 from skynet.common.errors import InvalidMessage
 from skynet.common.paths import validate_rel_path
 

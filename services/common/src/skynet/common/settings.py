@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
 from skynet.common.errors import ConfigError
 from skynet.common.messages import SOURCE_PATTERN
 
