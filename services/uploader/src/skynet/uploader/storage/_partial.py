@@ -1,0 +1,54 @@
+"""Names of partial uploads (shared by the sftp, file and memory backends).
+
+A partial lives next to its final name and encodes the generation it was started for, so that a
+later attempt can tell "continue this one" from "discard it"::
+
+    dir/.<name>.<size>-<mtime_ns>-<inode>.skynet-partial
+
+A name too long to carry the decoration is replaced by a hash of it. Pure logic, no I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from skynet.common.messages import Generation
+from skynet.common.paths import MAX_COMPONENT_BYTES
+
+SUFFIX = ".skynet-partial"
+_GEN_RE = re.compile(r"^\d+-\d+-\d+$")
+
+
+def _stem(name: str) -> str:
+    candidate = f".{name}."
+    if len(candidate.encode("utf-8")) + 70 + len(SUFFIX) > MAX_COMPONENT_BYTES:
+        return "." + hashlib.sha256(name.encode("utf-8")).hexdigest()[:40] + "."
+    return candidate
+
+
+def generation_tag(generation: Generation) -> str:
+    return f"{generation.size}-{generation.mtime_ns}-{generation.inode}"
+
+
+def partial_name(name: str, generation: Generation) -> str:
+    """The partial's file name (one path component) for final name ``name`` and ``generation``."""
+    return f"{_stem(name)}{generation_tag(generation)}{SUFFIX}"
+
+
+def is_partial(name: str) -> bool:
+    return name.startswith(".") and name.endswith(SUFFIX)
+
+
+def partial_tag_for(name: str, candidate: str) -> str | None:
+    """If ``candidate`` is a partial of final name ``name`` (any generation), its generation tag."""
+    stem = _stem(name)
+    if not (candidate.startswith(stem) and candidate.endswith(SUFFIX)):
+        return None
+    tag = candidate[len(stem) : -len(SUFFIX)]
+    return tag if _GEN_RE.match(tag) else None
+
+
+def resume_offset(partial_len: int, chunk: int) -> int:
+    """Where to continue a partial of ``partial_len`` bytes: the last whole-chunk boundary."""
+    return (partial_len // chunk) * chunk

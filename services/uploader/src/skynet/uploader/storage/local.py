@@ -1,0 +1,248 @@
+"""``file:///mnt/nas/base``: a mounted folder (NAS, another disk) as a target.
+
+The base folder must already exist: a missing base usually means an unmounted share, and writing
+into the bare mount point would fill the wrong disk, so it is reported as RemoteUnavailable.
+
+Uploads go to a partial next to the final name (see ``_partial``), are fsynced, get the local
+mtime (nanoseconds) and are renamed into place with ``os.replace``. A partial of the same
+generation is continued from its last whole chunk after checking the chunk before it against the
+local bytes; partials of other generations are deleted. Deleting a file leaves its folders.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from collections.abc import Iterator
+from typing import BinaryIO
+from urllib.parse import unquote, urlsplit
+
+from skynet.common.errors import (
+    ConfigError,
+    InvalidPath,
+    LocalFileError,
+    RemoteRefused,
+    RemoteUnavailable,
+    SkynetError,
+)
+from skynet.common.messages import Generation
+from skynet.common.paths import remote_join, validate_rel_path
+from skynet.uploader.storage import _partial
+from skynet.uploader.storage.base import Backend, Capabilities, ProgressFn, RemoteEntry, UploadResult
+from skynet.uploader.storage.config import BackendSettings
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1024 * 1024
+_UNAVAILABLE_ERRNOS = {errno.EIO, errno.ESTALE, errno.ETIMEDOUT, errno.EHOSTDOWN, errno.ENOTCONN, errno.ENODEV}
+
+
+def classify(exc: BaseException, what: str = "") -> SkynetError:
+    """Translate an OSError met on the target folder into the matching skynet error."""
+    if isinstance(exc, SkynetError):
+        return exc
+    prefix = f"{what}: " if what else ""
+    if isinstance(exc, OSError):
+        if exc.errno in _UNAVAILABLE_ERRNOS:
+            return RemoteUnavailable(f"{prefix}{exc.strerror or exc}")
+        if exc.errno == errno.ENAMETOOLONG:
+            return InvalidPath(f"{prefix}name too long for the target")
+        return RemoteRefused(f"{prefix}{exc.strerror or exc}")
+    return RemoteUnavailable(f"{prefix}{type(exc).__name__}: {exc}")
+
+
+class LocalBackend(Backend):
+    scheme = "file"
+    capabilities = Capabilities(server_side_move=True, dir_move=True, resumable=True, exact_generation=False)
+
+    def __init__(self, base: str) -> None:
+        if not os.path.isabs(base):
+            raise ConfigError(f"SKYNET_TARGET: file:// target needs an absolute path, got {base!r}")
+        self.base = os.path.normpath(base)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _full(self, path: str) -> str:
+        rel = remote_join("", validate_rel_path(path))
+        return os.path.join(self.base, *rel.split("/")) if rel else self.base
+
+    def _require_base(self) -> None:
+        if not os.path.isdir(self.base):
+            raise RemoteUnavailable(f"target folder {self.base} is missing (share not mounted?)")
+
+    # ------------------------------------------------------------------ interface
+
+    def describe(self, path: str) -> str:
+        return "file://" + self._full(path)
+
+    def check(self) -> None:
+        self._require_base()
+
+    def stat(self, path: str) -> RemoteEntry | None:
+        full = self._full(path)
+        self._require_base()
+        try:
+            st = os.stat(full)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise classify(exc, f"stat {full}") from exc
+        if not os.path.isfile(full):
+            return None
+        gen = Generation(size=st.st_size, mtime_ns=st.st_mtime_ns)
+        return RemoteEntry(path=path, size=st.st_size, mtime=st.st_mtime, generation=gen)
+
+    def upload(self, path: str, local_file: str, generation: Generation, progress: ProgressFn) -> UploadResult:
+        full = self._full(path)
+        self._require_base()
+        folder, name = os.path.split(full)
+        tag = _partial.generation_tag(generation)
+        partial = os.path.join(folder, _partial.partial_name(name, generation))
+        try:
+            src = open(local_file, "rb")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            raise LocalFileError(f"cannot read {local_file}: {exc.strerror or exc}") from exc
+        try:
+            try:
+                os.makedirs(folder, exist_ok=True)
+                self._discard_other_partials(folder, name, tag)
+                offset = self._resume_point(partial, src)
+                sent = self._copy(src, partial, offset, progress)
+                os.utime(partial, ns=(generation.mtime_ns, generation.mtime_ns))
+                os.replace(partial, full)
+            except LocalFileError:
+                raise
+            except OSError as exc:
+                raise classify(exc, f"upload {full}") from exc
+        finally:
+            src.close()
+        return UploadResult(bytes_sent=sent, resumed_from=offset)
+
+    def _discard_other_partials(self, folder: str, name: str, tag: str) -> None:
+        for entry in os.listdir(folder):
+            other = _partial.partial_tag_for(name, entry)
+            if other is not None and other != tag:
+                log.info("discarding partial %s of an older generation", os.path.join(folder, entry))
+                os.unlink(os.path.join(folder, entry))
+
+    @staticmethod
+    def _resume_point(partial: str, src: BinaryIO) -> int:
+        try:
+            length = os.path.getsize(partial)
+        except FileNotFoundError:
+            return 0
+        offset = _partial.resume_offset(length, CHUNK)
+        if offset:
+            with open(partial, "rb") as f:
+                f.seek(offset - CHUNK)
+                remote_tail = f.read(CHUNK)
+            try:
+                src.seek(offset - CHUNK)
+                local_tail = src.read(CHUNK)
+            except OSError as exc:
+                raise LocalFileError(f"cannot read local file: {exc.strerror or exc}") from exc
+            if remote_tail != local_tail:
+                log.info("partial %s does not match the local bytes; starting over", partial)
+                offset = 0
+        log.debug("partial %s: %d bytes present, resuming at %d", partial, length, offset)
+        return offset
+
+    @staticmethod
+    def _copy(src: BinaryIO, partial: str, offset: int, progress: ProgressFn) -> int:
+        sent = 0
+        mode = "r+b" if offset and os.path.exists(partial) else "wb"
+        with open(partial, mode) as dst:
+            dst.truncate(offset)
+            dst.seek(offset)
+            try:
+                src.seek(offset)
+            except OSError as exc:
+                raise LocalFileError(f"cannot read local file: {exc.strerror or exc}") from exc
+            progress(offset)
+            while True:
+                try:
+                    block = src.read(CHUNK)
+                except OSError as exc:
+                    raise LocalFileError(f"cannot read local file: {exc.strerror or exc}") from exc
+                if not block:
+                    break
+                dst.write(block)
+                sent += len(block)
+                progress(offset + sent)
+            dst.flush()
+            os.fsync(dst.fileno())
+        return sent
+
+    def delete(self, path: str) -> bool:
+        full = self._full(path)
+        self._require_base()
+        try:
+            os.unlink(full)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise classify(exc, f"delete {full}") from exc
+        return True
+
+    def move(self, src: str, dst: str) -> None:
+        full_src, full_dst = self._full(src), self._full(dst)
+        self._require_base()
+        if not os.path.isfile(full_src):
+            raise RemoteRefused(f"cannot move {src!r}: it is not on the target")
+        try:
+            os.makedirs(os.path.dirname(full_dst), exist_ok=True)
+            os.replace(full_src, full_dst)
+        except OSError as exc:
+            raise classify(exc, f"move {src!r} to {dst!r}") from exc
+
+    def move_dir(self, src: str, dst: str) -> None:
+        full_src, full_dst = self._full(src), self._full(dst)
+        self._require_base()
+        if os.path.lexists(full_dst):
+            super().move_dir(src, dst)  # merge into the existing folder, file by file
+            return
+        try:
+            os.makedirs(os.path.dirname(full_dst), exist_ok=True)
+            os.rename(full_src, full_dst)
+        except FileNotFoundError as exc:
+            raise RemoteRefused(f"cannot move folder {src!r}: it is not on the target") from exc
+        except OSError as exc:
+            raise classify(exc, f"move folder {src!r} to {dst!r}") from exc
+
+    def list(self, prefix: str = "") -> Iterator[RemoteEntry]:
+        top = self._full(prefix)
+        self._require_base()
+        for folder, dirs, files in os.walk(top):
+            dirs.sort()
+            for name in sorted(files):
+                if _partial.is_partial(name):
+                    continue
+                full = os.path.join(folder, name)
+                try:
+                    st = os.lstat(full)
+                except OSError:
+                    continue
+                rel = os.path.relpath(full, self.base).replace(os.sep, "/")
+                gen = Generation(size=st.st_size, mtime_ns=st.st_mtime_ns)
+                yield RemoteEntry(path=rel, size=st.st_size, mtime=st.st_mtime, generation=gen)
+
+    def cleanup(self, path: str) -> None:
+        full = self._full(path)
+        folder, name = os.path.split(full)
+        try:
+            for entry in os.listdir(folder):
+                if _partial.partial_tag_for(name, entry) is not None:
+                    os.unlink(os.path.join(folder, entry))
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise classify(exc, f"cleanup {full}") from exc
+
+
+def open_backend(target: str, settings: BackendSettings) -> LocalBackend:
+    """Entry point for ``file:///absolute/path``."""
+    parts = urlsplit(target)
+    if parts.scheme != "file" or parts.netloc not in ("", "localhost"):
+        raise ConfigError(f"SKYNET_TARGET: expected file:///absolute/path, got {target!r}")
+    return LocalBackend(unquote(parts.path))
