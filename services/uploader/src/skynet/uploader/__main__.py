@@ -1,0 +1,3 @@
+from skynet.uploader.main import main
+
+main()

@@ -1,0 +1,185 @@
+"""``skynet-uploader`` / ``python -m skynet.uploader``: consume actions, reconcile the remote."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import sys
+import threading
+import time
+from types import FrameType
+
+from skynet.common.broker import Consumer, Delivery, backoff_delays
+from skynet.common.errors import ConfigError, RemoteUnavailable, SkynetError
+from skynet.common.events import EventSink
+from skynet.common.logs import setup_logging
+from skynet.common.messages import FileEvent, WorkerHeartbeat
+from skynet.common.settings import load_settings
+from skynet.common.topology import Topology, actions_queue
+from skynet.uploader.localfs import LocalFolder
+from skynet.uploader.settings import UploaderSettings
+from skynet.uploader.storage.base import Backend
+from skynet.uploader.storage.registry import factory_for
+from skynet.uploader.worker import Reconciler
+
+log = logging.getLogger("skynet.uploader")
+
+
+class RemoteGuard:
+    """Pauses the consumer while the remote is away and resumes it once a probe succeeds.
+
+    While paused the uploader takes no new work, so there is no storm of requeues; in-flight work
+    finishes or fails on its own.
+    """
+
+    def __init__(self, consumer: Consumer, probe: Backend) -> None:
+        self._consumer = consumer
+        self._probe = probe
+        self._lock = threading.Lock()
+        self._probing = False
+
+    def remote_down(self, exc: RemoteUnavailable) -> None:
+        with self._lock:
+            if self._probing:
+                return
+            self._probing = True
+        self._consumer.pause()
+        threading.Thread(target=self._wait_for_remote, args=(exc,), name="remote-probe", daemon=True).start()
+
+    def _wait_for_remote(self, exc: RemoteUnavailable) -> None:
+        log.warning("remote unavailable (%s): paused, probing", exc.reason)
+        delays = backoff_delays(1.0, 30.0)
+        while True:
+            time.sleep(next(delays))
+            try:
+                self._probe.check()
+                break
+            except SkynetError as err:
+                log.info("remote still unavailable: %s", err.reason)
+        with self._lock:
+            self._probing = False
+        log.info("remote is back: resuming")
+        self._consumer.resume()
+
+
+def run(settings: UploaderSettings) -> None:
+    url = settings.amqp_url.get_secret_value()
+    topology = Topology(settings.source, settings.queue_type, settings.retry_delays_s, settings.progress_queue_max)
+    name = f"uploader-{settings.worker_id}"
+    factory = factory_for(settings.target)
+    backend_settings = settings.backend_settings()
+
+    def open_backend() -> Backend:
+        return factory(settings.target, backend_settings)
+
+    probe = open_backend()
+    sink = EventSink(url, topology, name=name, ca_file=settings.amqp_ca_file).start()
+
+    def emit(event: FileEvent) -> None:
+        sink.emit(event)
+
+    folder = LocalFolder(str(settings.watch_dir))
+    guard: RemoteGuard | None = None
+
+    def on_remote_down(exc: RemoteUnavailable) -> None:
+        if guard is not None:
+            guard.remote_down(exc)
+
+    reconciler = Reconciler(
+        source=settings.source,
+        worker=name,
+        folder=folder,
+        open_backend=open_backend,
+        emit=emit,
+        mirror=settings.delete_mode == "mirror",
+        on_remote_down=on_remote_down,
+        progress_interval_s=settings.progress_interval_s,
+    )
+
+    def on_dead(d: Delivery, reason: str, attempts: int) -> None:
+        log.error("message %s dead-lettered after %d attempts: %s", d.message_id, attempts, reason)
+
+    consumer = Consumer(
+        url,
+        actions_queue(settings.source),
+        reconciler.handle,
+        topology=topology,
+        prefetch=settings.concurrency,
+        name=name,
+        max_attempts=settings.max_attempts,
+        declare=topology.declare_actions,
+        heartbeat=settings.heartbeat_s,
+        ca_file=settings.amqp_ca_file,
+        on_dead=on_dead,
+    )
+    guard = RemoteGuard(consumer, probe)
+    try:
+        probe.check()
+    except RemoteUnavailable as exc:
+        guard.remote_down(exc)
+
+    stop = threading.Event()
+    started = time.time()
+
+    def heartbeat() -> None:
+        while not stop.wait(settings.heartbeat_interval_s):
+            c = reconciler.counters
+            sink.emit(
+                WorkerHeartbeat(
+                    source=settings.source,
+                    worker=name,
+                    role="uploader",
+                    active=c.active,
+                    capacity=settings.concurrency,
+                    bytes_sent=c.bytes_sent,
+                    files_done=c.files_done,
+                    host=socket.gethostname(),
+                    started_at=started,
+                )
+            )
+
+    threading.Thread(target=heartbeat, name="heartbeat", daemon=True).start()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %d: finishing in-flight work, then stopping", signum)
+        consumer.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log.info(
+        "uploader %s: source %r, folder %s, target %s, concurrency %d, delete mode %s",
+        name,
+        settings.source,
+        folder.root,
+        probe.describe(""),
+        settings.concurrency,
+        settings.delete_mode,
+    )
+    try:
+        consumer.run()
+    finally:
+        stop.set()
+        reconciler.close()
+        probe.close()
+        sink.close()
+        c = reconciler.counters
+        log.info("uploader stopped: %d files, %d bytes sent", c.files_done, c.bytes_sent)
+
+
+def main() -> None:
+    try:
+        settings = load_settings(UploaderSettings)
+        factory_for(settings.target)
+    except ConfigError as exc:
+        print(f"skynet-uploader: {exc}", file=sys.stderr)
+        sys.exit(2)
+    secrets = [settings.amqp_url.get_secret_value()]
+    if settings.sftp_password:
+        secrets.append(settings.sftp_password.get_secret_value())
+    setup_logging(settings.log_level, settings.log_format, secrets=secrets)
+    try:
+        run(settings)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        sys.exit(2)

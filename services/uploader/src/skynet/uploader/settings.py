@@ -1,0 +1,61 @@
+"""The uploader's settings (``SKYNET_*``), validated once at start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+
+from skynet.common.settings import BrokerSettings, DeleteMode
+from skynet.uploader.storage.config import BackendSettings
+
+
+class UploaderSettings(BrokerSettings):
+    watch_dir: Path
+    target: str
+    delete_mode: DeleteMode = "keep"
+    concurrency: int = Field(default=4, ge=1, le=256)
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_part_size_mib: int = Field(default=0, ge=0, le=5120)
+    s3_multipart_threshold_mib: int = Field(default=16, ge=5, le=5120)
+    s3_part_concurrency: int = Field(default=4, ge=1, le=64)
+    s3_ca_bundle: str | None = None
+    s3_verify: bool = True
+    sftp_key_file: str | None = None
+    sftp_password: SecretStr | None = None
+    sftp_known_hosts: str | None = None
+    sftp_timeout_s: float = Field(default=20.0, gt=0)
+    sftp_streams: int = Field(default=4, ge=1, le=32)
+    progress_interval_s: float = Field(default=0.5, gt=0)
+    heartbeat_interval_s: float = Field(default=5.0, gt=0)
+
+    @field_validator("watch_dir")
+    @classmethod
+    def _is_dir(cls, value: Path) -> Path:
+        if not value.is_dir():
+            raise ValueError(f"{str(value)!r} is not an existing folder")
+        return value.resolve()
+
+    @field_validator("target")
+    @classmethod
+    def _has_scheme(cls, value: str) -> str:
+        if "://" not in value:
+            raise ValueError("must be a URL such as s3://bucket/prefix, sftp://user@host:22/path or file:///path")
+        return value
+
+    def backend_settings(self) -> BackendSettings:
+        return BackendSettings(
+            s3_endpoint_url=self.s3_endpoint_url,
+            s3_region=self.s3_region,
+            s3_part_size_mib=self.s3_part_size_mib,
+            s3_multipart_threshold_mib=self.s3_multipart_threshold_mib,
+            s3_part_concurrency=self.s3_part_concurrency,
+            s3_ca_bundle=self.s3_ca_bundle,
+            s3_verify=self.s3_verify,
+            sftp_key_file=self.sftp_key_file,
+            sftp_password=self.sftp_password.get_secret_value() if self.sftp_password else None,
+            sftp_known_hosts=self.sftp_known_hosts,
+            sftp_timeout_s=self.sftp_timeout_s,
+            sftp_streams=self.sftp_streams,
+        )

@@ -1,0 +1,260 @@
+"""Handling one action: reconcile the remote with the local folder, then say how it went.
+
+Runs on the consumer's worker threads; each thread has its own backend (connection reuse, no
+sharing). Every outcome is also told as lifecycle events, which never block the work.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from skynet.common.broker import ACK, Delivery, Outcome
+from skynet.common.errors import (
+    InvalidMessage,
+    LocalFileError,
+    PermanentError,
+    RemoteUnavailable,
+    SkynetError,
+    TransientError,
+)
+from skynet.common.messages import FileEvent, FileState, Generation, PathMoved, decode_action
+from skynet.uploader.localfs import LocalFolder
+from skynet.uploader.reconcile import Decision, can_move, decide
+from skynet.uploader.storage.base import Backend
+
+log = logging.getLogger(__name__)
+
+MAX_CHASES = 5  # re-uploads in a row of a file that keeps changing under us before giving up for now
+
+
+@dataclass
+class Counters:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    bytes_sent: int = 0
+    files_done: int = 0
+    active: int = 0
+
+    def add(self, *, sent: int = 0, done: int = 0, active: int = 0) -> None:
+        with self.lock:
+            self.bytes_sent += sent
+            self.files_done += done
+            self.active += active
+
+
+class Reconciler:
+    def __init__(
+        self,
+        *,
+        source: str,
+        worker: str,
+        folder: LocalFolder,
+        open_backend: Callable[[], Backend],
+        emit: Callable[[FileEvent], None],
+        mirror: bool,
+        on_remote_down: Callable[[RemoteUnavailable], None],
+        progress_interval_s: float = 0.5,
+    ) -> None:
+        self.source = source
+        self.worker = worker
+        self.folder = folder
+        self._open_backend = open_backend
+        self._emit = emit
+        self.mirror = mirror
+        self._on_remote_down = on_remote_down
+        self._progress_interval = progress_interval_s
+        self._local = threading.local()
+        self._backends: list[Backend] = []
+        self._lock = threading.Lock()
+        self.counters = Counters()
+        self._requeues: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ plumbing
+
+    def backend(self) -> Backend:
+        b: Backend | None = getattr(self._local, "backend", None)
+        if b is None:
+            b = self._open_backend()
+            self._local.backend = b
+            with self._lock:
+                self._backends.append(b)
+        return b
+
+    def close(self) -> None:
+        with self._lock:
+            for b in self._backends:
+                try:
+                    b.close()
+                except Exception:
+                    log.debug("closing backend failed", exc_info=True)
+
+    def event(self, state: FileState, path: str, **fields: object) -> None:
+        try:
+            self._emit(FileEvent.make(state, source=self.source, path=path, worker=self.worker, **fields))
+        except Exception:
+            log.exception("could not emit %s event for %r", state, path)
+
+    # ------------------------------------------------------------------ one delivery
+
+    def handle(self, d: Delivery) -> Outcome:
+        try:
+            action = decode_action(d.body)
+        except InvalidMessage as exc:
+            log.error("malformed message %s dead-lettered: %s", d.message_id, exc)
+            self.event("dead", "", reason=exc.reason, attempt=d.attempts + 1)
+            return Outcome("dead", exc.reason)
+        if action.source != self.source:
+            reason = f"message for source {action.source!r} reached the uploader of {self.source!r}"
+            self.event("dead", getattr(action, "path", getattr(action, "dst", "")), reason=reason)
+            return Outcome("dead", reason)
+        path = action.dst if isinstance(action, PathMoved) else action.path
+        self.counters.add(active=1)
+        try:
+            if isinstance(action, PathMoved):
+                self._moved(action)
+            elif action.is_dir:
+                self._tree(action.path, action.id)
+            else:
+                self._file(action.path, force=action.force, action_id=action.id)
+            self._requeues.pop(action.id, None)
+            return ACK
+        except RemoteUnavailable as exc:
+            count = self._requeues.get(action.id, 0) + 1
+            self._requeues[action.id] = count
+            if count <= 3:
+                log.warning("remote unavailable while handling %r (%s): pausing", path, exc.reason)
+                self._on_remote_down(exc)
+                return Outcome("requeue", exc.reason)
+            self._requeues.pop(action.id, None)
+            self.event("failed", path, reason=exc.reason, attempt=d.attempts + 1)
+            return Outcome("retry", exc.reason)
+        except TransientError as exc:
+            log.warning("transient failure on %r (attempt %d): %s", path, d.attempts + 1, exc.reason)
+            self.event("failed", path, reason=exc.reason, attempt=d.attempts + 1)
+            return Outcome("retry", exc.reason)
+        except PermanentError as exc:
+            log.error("cannot sync %r: %s", path, exc.reason)
+            self.event("failed", path, reason=exc.reason, attempt=d.attempts + 1)
+            self.event("dead", path, reason=exc.reason, attempt=d.attempts + 1)
+            return Outcome("dead", exc.reason)
+        except SkynetError as exc:
+            self.event("failed", path, reason=exc.reason, attempt=d.attempts + 1)
+            return Outcome("retry", exc.reason)
+        finally:
+            self.counters.add(active=-1)
+
+    # ------------------------------------------------------------------ files
+
+    def _file(self, path: str, *, force: bool = False, action_id: str | None = None) -> None:
+        backend = self.backend()
+        for _chase in range(MAX_CHASES):
+            try:
+                local = self.folder.generation(path)
+            except LocalFileError:
+                raise
+            remote = backend.stat(path)
+            decision = decide(
+                local_present=local is not None,
+                remote_present=remote is not None,
+                remote_matches=bool(local and remote and backend.matches(remote, local)),
+                mirror=self.mirror,
+                force=force,
+            )
+            if decision is Decision.SKIP:
+                self.event("skipped", path, size=local.size if local else None, reason="already up to date")
+                return
+            if decision is Decision.NOTHING:
+                return
+            if decision is Decision.KEEP:
+                self.event("skipped", path, reason="deleted locally; kept on the remote (delete mode keep)")
+                return
+            if decision is Decision.DELETE:
+                if not self.folder.root_ok():
+                    raise TransientError("watched folder is gone or replaced: delete postponed")
+                backend.delete(path)
+                self.event("deleted", path, remote=backend.describe(path))
+                return
+            assert local is not None
+            if self._upload(backend, path, local, action_id):
+                return
+            force = True  # it changed while we sent it: send it again, whatever the remote says
+        raise TransientError(f"{path!r} keeps changing; will try again later")
+
+    def _upload(self, backend: Backend, path: str, gen: Generation, action_id: str | None) -> bool:
+        """Upload one generation; True if the local file was unchanged throughout."""
+        started = time.monotonic()
+        self.event("started", path, size=gen.size, action_id=action_id)
+        last = [0.0]
+
+        def progress(done: int) -> None:
+            now = time.monotonic()
+            if now - last[0] >= self._progress_interval or done >= gen.size:
+                last[0] = now
+                self.event("progress", path, size=gen.size, bytes_done=done)
+
+        try:
+            result = backend.upload(path, self.folder.path(path), gen, progress)
+        except LocalFileError:
+            # Vanished or changed while being read: look again rather than fail.
+            after = self.folder.generation(path)
+            if after != gen:
+                return False
+            raise
+        self.counters.add(sent=result.bytes_sent)
+        after = self.folder.generation(path)
+        if after != gen:
+            log.info("%r changed while it was being uploaded; sending it again", path)
+            return False
+        self.counters.add(done=1)
+        self.event(
+            "done",
+            path,
+            size=gen.size,
+            bytes_done=result.bytes_sent,
+            duration_s=round(time.monotonic() - started, 4),
+            checksum=result.checksum,
+            remote=backend.describe(path),
+            action_id=action_id,
+        )
+        return True
+
+    # ------------------------------------------------------------------ moves and folders
+
+    def _moved(self, action: PathMoved) -> None:
+        backend = self.backend()
+        if action.is_dir:
+            remote_has_src = next(iter(backend.list(action.src)), None) is not None
+            if remote_has_src and not self.folder.is_dir(action.src):
+                backend.move_dir(action.src, action.dst)
+                self.event("moved", action.dst, src=action.src, remote=backend.describe(action.dst))
+            self._tree(action.dst, action.id)
+            self._tree(action.src, action.id)
+            return
+        local_dst = self.folder.generation(action.dst)
+        remote_src = backend.stat(action.src)
+        src_local = self.folder.generation(action.src) is not None
+        if local_dst is not None and can_move(
+            src_local_present=src_local,
+            remote_src_present=remote_src is not None,
+            remote_src_matches_dst=remote_src is not None and backend.matches(remote_src, local_dst),
+        ):
+            backend.move(action.src, action.dst)
+            self.event("moved", action.dst, src=action.src, size=local_dst.size, remote=backend.describe(action.dst))
+        self._file(action.dst, action_id=action.id)
+        self._file(action.src, action_id=action.id)
+
+    def _tree(self, folder: str, action_id: str) -> None:
+        """Reconcile every remote file below ``folder`` with the local folder."""
+        backend = self.backend()
+        failures: list[str] = []
+        for entry in list(backend.list(folder)):
+            try:
+                self._file(entry.path, action_id=action_id)
+            except (PermanentError, LocalFileError) as exc:
+                failures.append(f"{entry.path}: {exc.reason}")
+                self.event("failed", entry.path, reason=exc.reason)
+        if failures:
+            log.warning("folder %r reconciled with %d failures", folder, len(failures))

@@ -1,0 +1,3 @@
+from skynet.watcher.main import main
+
+main()

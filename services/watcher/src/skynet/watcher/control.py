@@ -1,0 +1,85 @@
+"""Listening for admin requests addressed to this watcher (rescan, release held deletes)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+
+from skynet.common.broker import backoff_delays, connect
+from skynet.common.errors import BrokerUnavailable
+from skynet.common.topology import CONTROL_EXCHANGE, Topology, control_routing_key
+
+log = logging.getLogger(__name__)
+
+
+def release_routing_key(source: str) -> str:
+    return f"release.{source}"
+
+
+class ControlListener:
+    """Consumes ``rescan.<source>`` and ``release.<source>`` from the control exchange."""
+
+    def __init__(
+        self,
+        url: str,
+        topology: Topology,
+        name: str,
+        on_rescan: Callable[[], None],
+        on_release: Callable[[], None],
+        ca_file: str | None = None,
+    ) -> None:
+        self._url = url
+        self._topology = topology
+        self._name = name
+        self._on_rescan = on_rescan
+        self._on_release = on_release
+        self._ca_file = ca_file
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="control", daemon=True)
+
+    def start(self) -> ControlListener:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        delays = backoff_delays(1.0, 30.0)
+        while not self._stop.is_set():
+            try:
+                self._consume()
+                delays = backoff_delays(1.0, 30.0)
+            except BrokerUnavailable as exc:
+                self._stop.wait(next(delays))
+                log.debug("control listener: %s", exc.reason)
+            except Exception as exc:  # pika raises many things when the broker goes away
+                log.debug("control listener lost its connection: %r", exc)
+                self._stop.wait(next(delays))
+
+    def _consume(self) -> None:
+        conn = connect(self._url, name=f"{self._name}-control", ca_file=self._ca_file)
+        try:
+            ch = conn.channel()
+            self._topology.declare_control(ch)
+            queue = ch.queue_declare(queue="", exclusive=True, auto_delete=True).method.queue
+            source = self._topology.source
+            ch.queue_bind(queue=queue, exchange=CONTROL_EXCHANGE, routing_key=control_routing_key(source))
+            ch.queue_bind(queue=queue, exchange=CONTROL_EXCHANGE, routing_key=release_routing_key(source))
+
+            def on_message(_ch: object, method: object, _props: object, _body: bytes) -> None:
+                key = str(getattr(method, "routing_key", ""))
+                log.info("control request %s", key)
+                if key.startswith("rescan."):
+                    self._on_rescan()
+                elif key.startswith("release."):
+                    self._on_release()
+
+            ch.basic_consume(queue, on_message, auto_ack=True)
+            while not self._stop.is_set():
+                conn.process_data_events(time_limit=0.5)
+        finally:
+            with contextlib.suppress(Exception):  # closing a dead connection
+                conn.close()

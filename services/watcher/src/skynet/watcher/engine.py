@@ -1,0 +1,476 @@
+"""The watcher's heart: raw events → coalescing → stability gate → outbox (+ index).
+
+One thread (the *gate*, :meth:`Engine.run`) owns the coalescer and the in-memory index, so no
+locks are needed there. It is fed through one queue by the filesystem observer, by scans (at
+start, periodically, on request) and by control messages. Publishing happens on another thread
+(:class:`~skynet.watcher.pump.OutboxPump`) that drains the SQLite outbox to the broker.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import stat
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from skynet.common.errors import InvalidPath
+from skynet.common.messages import FileEvent, FileState, Generation, PathChanged, PathMoved
+from skynet.common.paths import local_path, rel_path_from_fs
+from skynet.watcher.coalescer import Coalescer
+from skynet.watcher.filters import IgnoreRules
+from skynet.watcher.observer import RawEvent
+from skynet.watcher.scanner import GenTuple, Skipped, gen_of, walk
+from skynet.watcher.settings import WatcherSettings
+from skynet.watcher.store import Action, Store
+
+log = logging.getLogger(__name__)
+
+EmitFn = Callable[[FileEvent], None]
+
+
+@dataclass(frozen=True)
+class ScanRequest:
+    reason: str
+    under: str = ""
+
+
+@dataclass(frozen=True)
+class ScanBatch:
+    found: list[tuple[str, GenTuple]]
+
+
+@dataclass(frozen=True)
+class ScanDone:
+    reason: str
+    under: str
+    seen: frozenset[str]
+    started: float
+
+
+@dataclass(frozen=True)
+class Release:
+    pass
+
+
+def _gen(t: GenTuple) -> Generation:
+    return Generation(size=t[0], mtime_ns=t[1], inode=t[2])
+
+
+class Engine:
+    def __init__(
+        self,
+        settings: WatcherSettings,
+        store: Store,
+        emit: EmitFn,
+        wake_pump: Callable[[], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.root = str(settings.watch_dir)
+        self.source = settings.source
+        self.mirror = settings.delete_mode == "mirror"
+        self.rules = IgnoreRules(settings.ignore)
+        self.store = store
+        self.emit_event = emit
+        self.wake_pump = wake_pump
+        self.clock = clock
+        self.queue: queue.Queue[object] = queue.Queue()
+        self.coalescer = Coalescer(settings.settle_ms / 1000.0, settings.max_open_wait_s)
+        self.polling = settings.observer == "polling"
+        self.index: dict[str, GenTuple] = {p: (g.size, g.mtime_ns, g.inode) for p, g in store.index_items()}
+        self._stop = threading.Event()
+        self._root_id = self._root_identity()
+        self._delete_times: deque[float] = deque()
+        self._held_reported: set[str] = set()
+        self._scanning = False
+        self._recent_dir_moves: deque[tuple[float, str, str]] = deque()
+        self._pending_actions: list[tuple[str, Action]] = []
+        self._pending_index_set: list[tuple[str, Generation]] = []
+        self._pending_index_drop: list[str] = []
+        self.stats = {"published": 0, "coalesced": 0, "events": 0}
+
+    # ------------------------------------------------------------------ public
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.queue.put(None)
+
+    def request_scan(self, reason: str, under: str = "") -> None:
+        self.queue.put(ScanRequest(reason, under))
+
+    def release_held(self) -> None:
+        self.queue.put(Release())
+
+    def run(self) -> None:
+        """The gate loop; returns after :meth:`stop`."""
+        next_rescan = self.clock() + self.settings.rescan_interval_s if self.settings.rescan_interval_s else None
+        next_root_check = self.clock() + 1.0
+        while not self._stop.is_set():
+            now = self.clock()
+            deadline = self.coalescer.next_deadline()
+            timeout = 0.5 if deadline is None else min(0.5, max(0.0, deadline - now))
+            try:
+                item = self.queue.get(timeout=timeout)
+                self._handle(item)
+                # Drain whatever else arrived, without waiting.
+                for _ in range(5000):
+                    self._handle(self.queue.get_nowait())
+            except queue.Empty:
+                pass
+            now = self.clock()
+            for path in self.coalescer.due(now):
+                self._check(path, now)
+            self._flush()
+            if next_root_check <= now:
+                next_root_check = now + 1.0
+                self._check_root()
+            if next_rescan is not None and next_rescan <= now and not self._scanning:
+                next_rescan = now + self.settings.rescan_interval_s
+                self.request_scan("periodic")
+        self._flush()
+
+    # ------------------------------------------------------------------ dispatch
+
+    def _handle(self, item: object) -> None:
+        if item is None:
+            return
+        if isinstance(item, RawEvent):
+            self.stats["events"] += 1
+            self._on_raw(item)
+        elif isinstance(item, ScanRequest):
+            self._start_scan(item)
+        elif isinstance(item, ScanBatch):
+            self._on_scan_batch(item)
+        elif isinstance(item, ScanDone):
+            self._on_scan_done(item)
+        elif isinstance(item, Release):
+            self._release()
+
+    def _rel(self, full: str) -> str | None:
+        try:
+            rel = rel_path_from_fs(self.root, full)
+        except InvalidPath as exc:
+            shown = full.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            log.warning("refusing %r: %s", shown, exc.reason)
+            self._emit("failed", os.path.relpath(shown, self.root).replace(os.sep, "/"), reason=exc.reason)
+            return None
+        if rel == "" or self.rules.ignored(rel):
+            return None
+        return rel
+
+    def _on_raw(self, ev: RawEvent) -> None:
+        now = self.clock()
+        kind = ev.kind
+        if kind in ("moved", "dir_moved"):
+            self._on_move(ev, now)
+            return
+        rel = self._rel(ev.path)
+        if rel is None:
+            return
+        if kind == "dir_deleted":
+            self._on_dir_deleted(rel)
+        elif kind == "dir_created":
+            # Files may have appeared before the new folder was watched: look inside.
+            self.request_scan("new folder", rel)
+        else:
+            writing: bool | None = None
+            if kind in ("write", "created") and not self.polling:
+                writing = True
+            elif kind == "closed":
+                writing = False
+            if self.coalescer.touch(rel, now, writing):
+                if kind != "deleted":
+                    self._emit("waiting", rel)
+            else:
+                self.stats["coalesced"] += 1
+
+    def _on_move(self, ev: RawEvent, now: float) -> None:
+        src = self._rel(ev.path)
+        dst = self._rel(ev.dest) if ev.dest else None
+        is_dir = ev.kind == "dir_moved"
+        if not is_dir and src is not None and dst is not None and self._covered_by_dir_move(src, dst, now):
+            return
+        if src is None and dst is None:
+            return
+        if src is None or dst is None:
+            # A move from/to an ignored name (atomic save via a temp file) or across the boundary.
+            target = dst if dst is not None else src
+            assert target is not None
+            if is_dir:
+                self.request_scan("folder moved in" if dst else "folder moved out", target)
+                if dst is None:
+                    self._on_dir_deleted(target)
+            else:
+                self.coalescer.touch(target, now, None if dst is None else False)
+            return
+        if is_dir:
+            self._recent_dir_moves.append((now, src, dst))
+            while self._recent_dir_moves and self._recent_dir_moves[0][0] < now - 5:
+                self._recent_dir_moves.popleft()
+            self._on_dir_moved(src, dst, now)
+            return
+        was_pending = self.coalescer.forget(src) is not None
+        if src in self.index:
+            try:
+                st = os.lstat(local_path(self.root, dst))
+            except OSError:
+                self.coalescer.touch(dst, now)
+                self.coalescer.touch(src, now)
+                return
+            gen = gen_of(st)
+            self._pending_actions.append((dst, PathMoved(source=self.source, src=src, dst=dst, generation=_gen(gen))))
+            self._flush(moves=[(src, dst, False)])
+            self.index[dst] = self.index.pop(src)
+            if was_pending or self.index[dst] != gen:
+                self.coalescer.touch(dst, now)  # it changed since it was last published
+        else:
+            self.coalescer.touch(dst, now)
+
+    def _covered_by_dir_move(self, src: str, dst: str, now: float) -> bool:
+        for at, dsrc, ddst in self._recent_dir_moves:
+            if now - at < 5 and src.startswith(dsrc + "/") and dst == ddst + src[len(dsrc) :]:
+                return True
+        return False
+
+    def _on_dir_moved(self, src: str, dst: str, now: float) -> None:
+        moved_pending = self.coalescer.take_under(src)
+        self.store.drop_pending_under(src)
+        prefix = src + "/"
+        had_files = any(p.startswith(prefix) for p in self.index)
+        if had_files:
+            self._pending_actions.append((dst, PathMoved(source=self.source, src=src, dst=dst, is_dir=True)))
+            self._flush(moves=[(src, dst, True)])
+            for path in [p for p in self.index if p.startswith(prefix)]:
+                self.index[dst + path[len(src) :]] = self.index.pop(path)
+        for path in moved_pending:
+            self.coalescer.touch(dst + path[len(src) :], now)
+        # Anything in the moved folder that the index did not know about is found by a scan.
+        self.request_scan("folder moved", dst)
+
+    def _on_dir_deleted(self, rel: str) -> None:
+        self.coalescer.take_under(rel)
+        self.coalescer.forget(rel)
+        prefix = rel + "/"
+        gone = [p for p in self.index if p.startswith(prefix)]
+        if not gone:
+            return
+        if not self._deletes_allowed(len(gone), rel):
+            return
+        self.store.drop_pending_under(rel)
+        for p in gone:
+            del self.index[p]
+        actions: list[tuple[str, Action]] = []
+        if self.mirror:
+            actions.append((rel, PathChanged(source=self.source, path=rel, is_dir=True)))
+        self.store.record(actions=actions, index_drop_under=[rel])
+        if actions:
+            self.wake_pump()
+
+    # ------------------------------------------------------------------ the stability gate
+
+    def _check(self, rel: str, now: float) -> None:
+        entry = self.coalescer.get(rel)
+        if entry is None:
+            return
+        full = local_path(self.root, rel)
+        try:
+            st = os.lstat(full)
+        except FileNotFoundError:
+            self.coalescer.forget(rel)
+            self._deleted(rel)
+            return
+        except OSError as exc:
+            self.coalescer.forget(rel)
+            self._emit("failed", rel, reason=f"cannot stat: {exc.strerror or exc}")
+            return
+        mode = st.st_mode
+        if stat.S_ISDIR(mode):
+            self.coalescer.forget(rel)
+            self.request_scan("folder appeared", rel)
+            return
+        if stat.S_ISLNK(mode):
+            self.coalescer.forget(rel)
+            self._skip(rel, "symlink: not followed (skynet never follows links)")
+            if rel in self.index:
+                self._deleted(rel)
+            return
+        if not stat.S_ISREG(mode):
+            self.coalescer.forget(rel)
+            self._skip(rel, "not a regular file (FIFO, socket or device): never opened")
+            return
+        settle_ns = self.settings.settle_ms * 1_000_000
+        age_ns = time.time_ns() - st.st_mtime_ns
+        snapshot = (st.st_size, st.st_mtime_ns)
+        if self.polling or age_ns < -2_000_000_000:
+            # No close events (polling) or a clock we cannot trust: two equal looks, settle apart.
+            if entry.snapshot != snapshot:
+                entry.snapshot = snapshot
+                self.coalescer.postpone(rel, now + max(self.coalescer.settle_s, 0.05))
+                return
+        elif 0 <= age_ns < settle_ns:
+            self.coalescer.postpone(rel, now + (settle_ns - age_ns) / 1e9)
+            return
+        self.coalescer.forget(rel)
+        gen = gen_of(st)
+        if self.index.get(rel) == gen:
+            return
+        self.index[rel] = gen
+        self._pending_actions.append((rel, PathChanged(source=self.source, path=rel, generation=_gen(gen))))
+        self._pending_index_set.append((rel, _gen(gen)))
+
+    def _deleted(self, rel: str) -> None:
+        if rel not in self.index:
+            return
+        if not self._deletes_allowed(1, rel):
+            return
+        del self.index[rel]
+        self._pending_index_drop.append(rel)
+        if self.mirror:
+            self._pending_actions.append((rel, PathChanged(source=self.source, path=rel)))
+
+    def _flush(self, moves: Iterable[tuple[str, str, bool]] = ()) -> None:
+        moves = list(moves)
+        if not (self._pending_actions or self._pending_index_set or self._pending_index_drop or moves):
+            return
+        actions, self._pending_actions = self._pending_actions, []
+        sets, self._pending_index_set = self._pending_index_set, []
+        drops, self._pending_index_drop = self._pending_index_drop, []
+        self.store.record(actions=actions, index_set=sets, index_drop=drops, index_moves=moves)
+        if actions:
+            self.wake_pump()
+
+    # ------------------------------------------------------------------ delete safety
+
+    def _root_identity(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.root)
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino)
+
+    def root_ok(self) -> bool:
+        ident = self._root_identity()
+        return ident is not None and ident == self._root_id
+
+    def _check_root(self) -> None:
+        if not self.root_ok() and "" not in self._held_reported:
+            self._held_reported.add("")
+            log.error("watched folder %s is gone, unmounted or replaced: every delete is held", self.root)
+            self._emit("held", "", reason="watched folder is gone, unmounted or replaced; deletes are held")
+
+    def _deletes_allowed(self, count: int, rel: str) -> bool:
+        """False (and the delete is held and reported) when a safety rule trips."""
+        reason = None
+        if not self.root_ok():
+            reason = "watched folder is gone, unmounted or replaced"
+        else:
+            now = self.clock()
+            window = self.settings.delete_window_s
+            while self._delete_times and self._delete_times[0] < now - window:
+                self._delete_times.popleft()
+            self._delete_times.extend([now] * count)
+            if len(self._delete_times) > self.settings.delete_threshold:
+                reason = (
+                    f"more than {self.settings.delete_threshold} deletes within {window:g}s ({len(self._delete_times)})"
+                )
+        if reason is None:
+            return True
+        if self.mirror:
+            is_dir = count > 1 or any(p.startswith(rel + "/") for p in self.index)
+            action = PathChanged(source=self.source, path=rel, is_dir=is_dir)
+            self.store.hold(rel, action, reason, time.time())
+            self._emit("held", rel, reason=f"delete held: {reason}")
+        log.warning("delete of %s held: %s", rel, reason)
+        return False
+
+    def _release(self) -> None:
+        released = self.store.release_held()
+        for path, action in released:
+            if isinstance(action, PathChanged) and action.is_dir:
+                for p in [p for p in self.index if p.startswith(path + "/")]:
+                    del self.index[p]
+                self.store.record(index_drop_under=[path])
+            else:
+                self.index.pop(path, None)
+                self.store.record(index_drop=[path])
+        self._delete_times.clear()
+        self._held_reported.clear()
+        self._root_id = self._root_identity()
+        log.info("released %d held deletes", len(released))
+        if released:
+            self.wake_pump()
+
+    # ------------------------------------------------------------------ scanning
+
+    def _start_scan(self, req: ScanRequest) -> None:
+        if req.under == "" and self._scanning:
+            return
+        if req.under == "":
+            self._scanning = True
+        started = self.clock()
+        thread = threading.Thread(target=self._scan_thread, args=(req, started), name="scan", daemon=True)
+        thread.start()
+
+    def _scan_thread(self, req: ScanRequest, started: float) -> None:
+        t0 = time.monotonic()
+        seen: set[str] = set()
+        batch: list[tuple[str, GenTuple]] = []
+        count = 0
+        for item in walk(self.root, self.rules, req.under):
+            if isinstance(item, Skipped):
+                self._skip(item.path, item.reason)
+                continue
+            rel, gen = item
+            seen.add(rel)
+            count += 1
+            batch.append((rel, gen))
+            if len(batch) >= 1000:
+                self.queue.put(ScanBatch(batch))
+                batch = []
+        if batch:
+            self.queue.put(ScanBatch(batch))
+        self.queue.put(ScanDone(req.reason, req.under, frozenset(seen), started))
+        log.info("scan (%s) of %r: %d files in %.2fs", req.reason, req.under or "/", count, time.monotonic() - t0)
+
+    def _on_scan_batch(self, batch: ScanBatch) -> None:
+        now = self.clock()
+        settle_ns = self.settings.settle_ms * 1_000_000
+        wall = time.time_ns()
+        for rel, gen in batch.found:
+            if self.index.get(rel) == gen or rel in self.coalescer:
+                continue
+            age = wall - gen[1]
+            if age >= settle_ns and not self.polling:
+                # Quiet for longer than the settle period already: no need to wait again.
+                self.index[rel] = gen
+                self._pending_actions.append((rel, PathChanged(source=self.source, path=rel, generation=_gen(gen))))
+                self._pending_index_set.append((rel, _gen(gen)))
+            else:
+                self.coalescer.touch(rel, now)
+        self._flush()
+
+    def _on_scan_done(self, done: ScanDone) -> None:
+        if done.under == "":
+            self._scanning = False
+        prefix = done.under + "/" if done.under else ""
+        now = self.clock()
+        for rel in [p for p in self.index if p.startswith(prefix) and p not in done.seen]:
+            if rel not in self.coalescer:
+                self.coalescer.touch(rel, now)  # the gate confirms it is gone, then deletes
+
+    # ------------------------------------------------------------------ events
+
+    def _skip(self, rel: str, reason: str) -> None:
+        log.warning("skipping %r: %s", rel, reason)
+        self._emit("skipped", rel, reason=reason)
+
+    def _emit(self, state: FileState, rel: str, **fields: object) -> None:
+        try:
+            self.emit_event(FileEvent.make(state, source=self.source, path=rel, **fields))
+        except Exception:  # an event must never stop the watcher
+            log.exception("could not build event for %r", rel)

@@ -1,0 +1,106 @@
+"""``skynet-watcher`` / ``python -m skynet.watcher``: watch one folder, publish its changes."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import sys
+import threading
+import time
+from types import FrameType
+
+from skynet.common.broker import Publisher
+from skynet.common.errors import ConfigError
+from skynet.common.events import EventSink
+from skynet.common.logs import setup_logging
+from skynet.common.messages import FileEvent, WorkerHeartbeat
+from skynet.common.settings import load_settings
+from skynet.common.topology import Topology
+from skynet.watcher.control import ControlListener
+from skynet.watcher.engine import Engine
+from skynet.watcher.observer import start_observer
+from skynet.watcher.pump import OutboxPump
+from skynet.watcher.settings import WatcherSettings
+from skynet.watcher.store import Store
+
+log = logging.getLogger("skynet.watcher")
+
+
+def run(settings: WatcherSettings) -> None:
+    url = settings.amqp_url.get_secret_value()
+    topology = Topology(settings.source, settings.queue_type, settings.retry_delays_s, settings.progress_queue_max)
+    name = f"watcher-{settings.worker_id}"
+    store = Store(settings.resolved_state_dir)
+    sink = EventSink(url, topology, name=name, ca_file=settings.amqp_ca_file).start()
+
+    def emit(event: FileEvent) -> None:
+        sink.emit(event)
+
+    publisher = Publisher(url, name=f"{name}-actions", declare=topology.declare_actions, ca_file=settings.amqp_ca_file)
+    pump = OutboxPump(store, publisher, settings.source, emit, batch=settings.outbox_batch)
+    engine = Engine(settings, store, emit, pump.wake)
+    pump.start()
+    observer = start_observer(engine.root, settings.observer, settings.poll_interval_ms / 1000, engine.queue)
+    control = ControlListener(
+        url, topology, name, lambda: engine.request_scan("requested"), engine.release_held, settings.amqp_ca_file
+    ).start()
+    engine.request_scan("start-up")
+    stop = threading.Event()
+    started = time.time()
+
+    def heartbeat() -> None:
+        while not stop.wait(5.0):
+            sink.emit(
+                WorkerHeartbeat(
+                    source=settings.source,
+                    worker=name,
+                    role="watcher",
+                    active=len(engine.coalescer),
+                    capacity=store.pending_count(),
+                    files_done=pump.published,
+                    host=socket.gethostname(),
+                    started_at=started,
+                )
+            )
+
+    threading.Thread(target=heartbeat, name="heartbeat", daemon=True).start()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %d: stopping", signum)
+        engine.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log.info(
+        "watcher %s: source %r, folder %s, delete mode %s, settle %d ms, state %s",
+        name,
+        settings.source,
+        engine.root,
+        settings.delete_mode,
+        settings.settle_ms,
+        settings.resolved_state_dir,
+    )
+    try:
+        engine.run()
+    finally:
+        stop.set()
+        observer.stop()
+        control.stop()
+        pump.stop()
+        sink.close()
+        observer.join(5)
+        store.close()
+        log.info(
+            "watcher stopped; %d actions left in the outbox for next time", Store.pending_count(store) if False else 0
+        )
+
+
+def main() -> None:
+    try:
+        settings = load_settings(WatcherSettings)
+    except ConfigError as exc:
+        print(f"skynet-watcher: {exc}", file=sys.stderr)
+        sys.exit(2)
+    setup_logging(settings.log_level, settings.log_format, secrets=[settings.amqp_url.get_secret_value()])
+    run(settings)

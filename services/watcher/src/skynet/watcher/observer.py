@@ -1,0 +1,77 @@
+"""watchdog → a queue of raw, relative-path events. The only module that imports watchdog."""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+from dataclasses import dataclass
+from typing import Literal
+
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserver
+
+log = logging.getLogger(__name__)
+
+RawKind = Literal["write", "closed", "created", "deleted", "moved", "dir_created", "dir_deleted", "dir_moved", "attrib"]
+
+
+@dataclass(frozen=True)
+class RawEvent:
+    kind: RawKind
+    path: str  # absolute filesystem path (str, possibly surrogate-escaped)
+    dest: str | None = None
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, out: queue.Queue[object]) -> None:
+        self._out = out
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        src = os.fsdecode(event.src_path)
+        dest = os.fsdecode(event.dest_path) if event.dest_path else None
+        kind: RawKind | None
+        if isinstance(event, DirMovedEvent):
+            kind = "dir_moved"
+        elif isinstance(event, FileMovedEvent):
+            kind = "moved"
+        elif isinstance(event, DirCreatedEvent):
+            kind = "dir_created"
+        elif isinstance(event, DirDeletedEvent):
+            kind = "dir_deleted"
+        elif isinstance(event, FileCreatedEvent):
+            kind = "created"
+        elif isinstance(event, FileDeletedEvent):
+            kind = "deleted"
+        elif isinstance(event, FileModifiedEvent):
+            kind = "write"
+        elif isinstance(event, FileClosedEvent):
+            kind = "closed"
+        elif event.event_type == "attrib" and not event.is_directory:
+            kind = "attrib"
+        else:
+            kind = None  # opened, closed without writing, directory modified: nothing to do
+        if kind is not None:
+            self._out.put(RawEvent(kind, src, dest))
+
+
+def start_observer(root: str, mode: str, poll_interval_s: float, out: queue.Queue[object]) -> BaseObserver:
+    """Start watching ``root`` recursively; ``mode`` is inotify (native), polling, or auto."""
+    observer: BaseObserver = PollingObserver(timeout=poll_interval_s) if mode == "polling" else Observer()
+    observer.schedule(_Handler(out), root, recursive=True)
+    observer.start()
+    log.info("watching %s with %s", root, type(observer).__name__)
+    return observer

@@ -1,0 +1,97 @@
+"""Draining the outbox to the broker, with publisher confirms.
+
+A row leaves the outbox only after the broker confirmed its message. While the broker is away the
+pump backs off (with jitter) and the outbox keeps growing; the watcher keeps watching.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from skynet.common.broker import Publisher, backoff_delays
+from skynet.common.errors import BrokerUnavailable
+from skynet.common.messages import FileEvent, PathMoved, encode
+from skynet.common.topology import ACTIONS_EXCHANGE
+from skynet.watcher.engine import EmitFn
+from skynet.watcher.store import OutboxRow, Store
+
+log = logging.getLogger(__name__)
+
+
+class OutboxPump:
+    def __init__(self, store: Store, publisher: Publisher, source: str, emit: EmitFn, batch: int = 500) -> None:
+        self._store = store
+        self._publisher = publisher
+        self._source = source
+        self._emit = emit
+        self._batch = batch
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._idle = threading.Event()
+        self.published = 0
+        self.thread = threading.Thread(target=self._run, name="outbox-pump", daemon=True)
+
+    def start(self) -> OutboxPump:
+        self.thread.start()
+        return self
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        self.thread.join(timeout)
+        self._publisher.close()
+
+    def _run(self) -> None:
+        delays = backoff_delays(0.5, 30.0)
+        while True:
+            rows = self._store.pending(self._batch)
+            if not rows:
+                if self._stop.is_set():
+                    return
+                self._wake.wait(1.0)
+                self._wake.clear()
+                self._publisher.keepalive()
+                continue
+            sent: list[OutboxRow] = []
+            try:
+                for row in rows:
+                    action = row.action
+                    self._publisher.publish(
+                        ACTIONS_EXCHANGE,
+                        self._source,
+                        encode(action),
+                        message_id=action.id,
+                        message_type=action.type,
+                    )
+                    sent.append(row)
+                delays = backoff_delays(0.5, 30.0)
+            except BrokerUnavailable as exc:
+                delay = next(delays)
+                log.warning(
+                    "broker unavailable (%s); %d actions kept in the outbox; retrying in %.1fs",
+                    exc.reason,
+                    self._store.pending_count() - len(sent),
+                    delay,
+                )
+                if self._stop.is_set():
+                    return
+                self._stop.wait(delay)
+            finally:
+                if sent:
+                    self._store.confirmed(sent)
+                    self.published += len(sent)
+                    for row in sent:
+                        self._queued(row)
+
+    def _queued(self, row: OutboxRow) -> None:
+        action = row.action
+        if isinstance(action, PathMoved):
+            event = FileEvent.make("queued", source=self._source, path=action.dst, src=action.src, action_id=action.id)
+        else:
+            size = action.generation.size if action.generation else None
+            event = FileEvent.make("queued", source=self._source, path=action.path, size=size, action_id=action.id)
+        self._emit(event)

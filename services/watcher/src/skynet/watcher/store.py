@@ -1,0 +1,188 @@
+"""The watcher's local state in SQLite: the outbox and the index.
+
+* **outbox** — actions waiting for the broker's confirm, at most one per key (the path; the
+  destination for a move). A newer action for a path replaces the older one: that is the
+  deduplication. A row is removed only after the broker confirmed it, and only if it was not
+  replaced meanwhile (its ``seq`` still matches), so a broker outage or a crash loses nothing.
+* **index** — the generation last handed to the outbox for each path, so that a scan at start
+  finds exactly what changed (or vanished) while the watcher was down.
+* **held** — deletes held back by the safety rules until an admin releases them.
+
+One connection, guarded by a lock, shared by the watcher's threads. WAL mode: a commit survives
+a crash of the process without an fsync per commit.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from skynet.common.messages import Generation, PathChanged, PathMoved, decode_action, encode
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (key TEXT PRIMARY KEY, seq INTEGER NOT NULL, body BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS outbox_seq ON outbox (seq);
+CREATE TABLE IF NOT EXISTS idx (path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+                                inode INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS held (path TEXT PRIMARY KEY, body BLOB NOT NULL, held_at REAL NOT NULL,
+                                 reason TEXT NOT NULL);
+"""
+
+Action = PathChanged | PathMoved
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    key: str
+    seq: int
+    action: Action
+
+
+def _escape_like(prefix: str) -> str:
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+class Store:
+    def __init__(self, state_dir: Path) -> None:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(state_dir / "watcher.sqlite3", check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+        row = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox").fetchone()
+        self._seq = itertools.count(int(row[0]) + 1)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # ------------------------------------------------------------------ writes (one transaction)
+
+    def record(
+        self,
+        actions: Iterable[tuple[str, Action]] = (),
+        index_set: Iterable[tuple[str, Generation]] = (),
+        index_drop: Iterable[str] = (),
+        index_drop_under: Iterable[str] = (),
+        index_moves: Iterable[tuple[str, str, bool]] = (),
+    ) -> None:
+        """Apply outbox puts and index changes atomically."""
+        with self._lock:
+            cur = self._db.cursor()
+            cur.execute("BEGIN")
+            try:
+                for src, dst, is_dir in index_moves:
+                    self._index_move(cur, src, dst, is_dir)
+                for prefix in index_drop_under:
+                    cur.execute(
+                        "DELETE FROM idx WHERE path = ? OR path LIKE ? ESCAPE '\\'",
+                        (prefix, _escape_like(prefix) + "/%"),
+                    )
+                for path in index_drop:
+                    cur.execute("DELETE FROM idx WHERE path = ?", (path,))
+                for path, gen in index_set:
+                    cur.execute(
+                        "INSERT OR REPLACE INTO idx (path, size, mtime_ns, inode) VALUES (?, ?, ?, ?)",
+                        (path, gen.size, gen.mtime_ns, gen.inode),
+                    )
+                for key, action in actions:
+                    self._put(cur, key, action)
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+
+    def _put(self, cur: sqlite3.Cursor, key: str, action: Action) -> None:
+        existing = cur.execute("SELECT body FROM outbox WHERE key = ?", (key,)).fetchone()
+        if existing is not None and isinstance(action, PathChanged) and not action.is_dir:
+            old = decode_action(existing[0])
+            if isinstance(old, PathMoved):
+                # The pending move still has to happen; its handler reconciles dst afterwards.
+                return
+        cur.execute(
+            "INSERT OR REPLACE INTO outbox (key, seq, body) VALUES (?, ?, ?)",
+            (key, next(self._seq), encode(action)),
+        )
+
+    def _index_move(self, cur: sqlite3.Cursor, src: str, dst: str, is_dir: bool) -> None:
+        if not is_dir:
+            cur.execute("DELETE FROM idx WHERE path = ?", (dst,))
+            cur.execute("UPDATE idx SET path = ? WHERE path = ?", (dst, src))
+            return
+        rows = cur.execute("SELECT path FROM idx WHERE path LIKE ? ESCAPE '\\'", (_escape_like(src) + "/%",)).fetchall()
+        cur.execute("DELETE FROM idx WHERE path = ? OR path LIKE ? ESCAPE '\\'", (dst, _escape_like(dst) + "/%"))
+        for (path,) in rows:
+            cur.execute("UPDATE idx SET path = ? WHERE path = ?", (dst + path[len(src) :], path))
+
+    def drop_pending_under(self, prefix: str) -> int:
+        """Forget outbox rows for paths below folder ``prefix`` (a folder action covers them)."""
+        with self._lock:
+            cur = self._db.execute("DELETE FROM outbox WHERE key LIKE ? ESCAPE '\\'", (_escape_like(prefix) + "/%",))
+            return cur.rowcount
+
+    # ------------------------------------------------------------------ outbox draining
+
+    def pending(self, limit: int) -> list[OutboxRow]:
+        with self._lock:
+            rows = self._db.execute("SELECT key, seq, body FROM outbox ORDER BY seq LIMIT ?", (limit,)).fetchall()
+        return [OutboxRow(key, seq, decode_action(body)) for key, seq, body in rows]
+
+    def pending_count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+
+    def confirmed(self, rows: Iterable[OutboxRow]) -> None:
+        """Remove rows the broker confirmed, unless a newer action replaced them meanwhile."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany("DELETE FROM outbox WHERE key = ? AND seq = ?", [(r.key, r.seq) for r in rows])
+            self._db.execute("COMMIT")
+
+    # ------------------------------------------------------------------ index
+
+    def index_get(self, path: str) -> Generation | None:
+        with self._lock:
+            row = self._db.execute("SELECT size, mtime_ns, inode FROM idx WHERE path = ?", (path,)).fetchone()
+        return Generation(size=row[0], mtime_ns=row[1], inode=row[2]) if row else None
+
+    def index_has_under(self, prefix: str) -> bool:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM idx WHERE path LIKE ? ESCAPE '\\' LIMIT 1", (_escape_like(prefix) + "/%",)
+            ).fetchone()
+        return row is not None
+
+    def index_items(self) -> Iterator[tuple[str, Generation]]:
+        with self._lock:
+            rows = self._db.execute("SELECT path, size, mtime_ns, inode FROM idx").fetchall()
+        for path, size, mtime_ns, inode in rows:
+            yield path, Generation(size=size, mtime_ns=mtime_ns, inode=inode)
+
+    # ------------------------------------------------------------------ held deletes
+
+    def hold(self, path: str, action: Action, reason: str, at: float) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO held (path, body, held_at, reason) VALUES (?, ?, ?, ?)",
+                (path, encode(action), at, reason),
+            )
+
+    def held(self) -> list[tuple[str, Action, str]]:
+        with self._lock:
+            rows = self._db.execute("SELECT path, body, reason FROM held ORDER BY held_at").fetchall()
+        return [(p, decode_action(b), r) for p, b, r in rows]
+
+    def release_held(self) -> list[tuple[str, Action]]:
+        """Move every held delete into the outbox; returns what was released."""
+        with self._lock:
+            rows = self._db.execute("SELECT path, body FROM held").fetchall()
+        released = [(p, decode_action(b)) for p, b in rows]
+        self.record(actions=released)
+        with self._lock:
+            self._db.execute("DELETE FROM held")
+        return released
