@@ -1,0 +1,445 @@
+"""Every storage backend passes the same tests, against a real server where there is one.
+
+sftp runs against OpenSSH's sshd and s3 against moto's S3 server, both behind a TCP proxy so a
+test can cut the link and count the bytes sent; file runs on a temporary folder; memory is the
+in-process twin the unit tests use.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from skynet.common.errors import ConfigError, InvalidPath, RemoteRefused, RemoteUnavailable
+from skynet.common.messages import Generation
+from skynet.uploader.storage.base import Backend, UploadResult
+from skynet.uploader.storage.config import BackendSettings
+from skynet.uploader.storage.local import LocalBackend
+from skynet.uploader.storage.memory import MemoryBackend, MemoryStore
+from tests.fixtures import s3_server, sftp_server
+from tests.fixtures.storage_remotes import (
+    Remote,
+    folder_leftovers,
+    folder_reader,
+    generation_of,
+    s3_remote,
+    sftp_remote,
+)
+from tests.fixtures.tcp_proxy import TcpProxy
+
+MiB = 1024 * 1024
+BIG = 20 * MiB  # three S3 parts of 8 MiB, twenty SFTP write chunks
+
+
+class Interrupted(Exception):
+    """Raised from a progress callback to stop an upload half-way (as a crash would)."""
+
+
+@pytest.fixture(params=["memory", "file", "sftp", "s3"])
+def remote(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Remote]:
+    kind = request.param
+    if kind == "memory":
+        store = MemoryStore()
+
+        def set_unavailable(value: bool) -> None:
+            store.unavailable = value
+
+        def mem_read(rel: str) -> bytes | None:
+            f = store.files.get(rel)
+            return f.data if f else None
+
+        yield Remote(
+            "memory",
+            open=lambda: MemoryBackend(store),
+            read=mem_read,
+            leftovers=lambda: [f"{p}@{tag}" for p, tag in store.partials],
+            cut=lambda: set_unavailable(True),
+            restore=lambda: set_unavailable(False),
+        )
+    elif kind == "file":
+        base = tmp_path / "nas"
+        base.mkdir()
+        hidden = tmp_path / "unmounted"
+        yield Remote(
+            "file",
+            open=lambda: LocalBackend(str(base)),
+            read=folder_reader(base),
+            leftovers=folder_leftovers(base),
+            cut=lambda: base.rename(hidden),
+            restore=lambda: hidden.rename(base),
+        )
+    elif kind == "sftp":
+        server = request.getfixturevalue("sftp_server")
+        proxy = TcpProxy(server.host, server.port).start()
+        try:
+            yield sftp_remote(sftp_server.make_target(server, via=proxy), proxy)
+        finally:
+            proxy.close()
+    else:
+        server = request.getfixturevalue("s3_server")
+        request.getfixturevalue("aws_credentials")
+        proxy = TcpProxy(server.host, server.port).start()
+        try:
+            yield s3_remote(s3_server.make_target(server, f"http://{proxy.host}:{proxy.port}"), proxy)
+        finally:
+            proxy.close()
+
+
+@pytest.fixture
+def backend(remote: Remote) -> Iterator[Backend]:
+    b = remote.open()
+    yield b
+    b.close()
+
+
+def write(path: Path, data: bytes, mtime_ns: int | None = None) -> Generation:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    if mtime_ns is not None:
+        os.utime(path, ns=(mtime_ns, mtime_ns))
+    return generation_of(path)
+
+
+def upload(backend: Backend, rel: str, local: Path, gen: Generation | None = None) -> UploadResult:
+    return backend.upload(rel, str(local), gen or generation_of(local), lambda n: None)
+
+
+def put(backend: Backend, rel: str, local: Path, data: bytes) -> Generation:
+    gen = write(local, data)
+    backend.upload(rel, str(local), gen, lambda n: None)
+    return gen
+
+
+def interrupt_after(limit: int):  # type: ignore[no-untyped-def]
+    def progress(done: int) -> None:
+        if done >= limit:
+            raise Interrupted(f"stopped at {done}")
+
+    return progress
+
+
+# ----------------------------------------------------------------------------- basics
+
+
+def test_a_missing_file_stats_as_none(backend: Backend) -> None:
+    assert backend.stat("nothing/here.txt") is None
+
+
+def test_an_uploaded_file_is_there_with_its_bytes_and_generation(
+    backend: Backend, remote: Remote, tmp_path: Path
+) -> None:
+    data = os.urandom(100_000)
+    gen = write(tmp_path / "src" / "a.bin", data)
+
+    result = upload(backend, "docs/a.bin", tmp_path / "src" / "a.bin", gen)
+
+    assert result.bytes_sent == len(data)
+    entry = backend.stat("docs/a.bin")
+    assert entry is not None and entry.size == len(data)
+    assert backend.matches(entry, gen)
+    assert not backend.matches(entry, Generation(size=len(data), mtime_ns=gen.mtime_ns + 5 * 10**9))
+    assert remote.read("docs/a.bin") == data
+    assert remote.leftovers() == []
+
+
+def test_an_empty_file_uploads(backend: Backend, remote: Remote, tmp_path: Path) -> None:
+    gen = write(tmp_path / "empty", b"")
+    upload(backend, "empty", tmp_path / "empty", gen)
+    entry = backend.stat("empty")
+    assert entry is not None and entry.size == 0 and backend.matches(entry, gen)
+    assert remote.read("empty") == b""
+
+
+AWKWARD_NAMES = [
+    "with space.txt",
+    "ünïcødé/日本語 ファイル.txt",
+    "#hash#.txt",
+    "100% sure.txt",
+    "a+b=c.txt",
+    "-leading-dash.txt",
+    "deeply/nested/folders/that/do/not/exist/yet.txt",
+    "?question & ampersand;.txt",
+]
+
+
+def test_awkward_names_arrive_under_their_own_name(backend: Backend, remote: Remote, tmp_path: Path) -> None:
+    for i, name in enumerate(AWKWARD_NAMES):
+        put(backend, name, tmp_path / f"src{i}", name.encode())
+
+    assert sorted(e.path for e in backend.list()) == sorted(AWKWARD_NAMES)
+    for name in AWKWARD_NAMES:
+        assert remote.read(name) == name.encode()
+
+
+def test_an_overwrite_replaces_the_bytes_and_the_generation(backend: Backend, remote: Remote, tmp_path: Path) -> None:
+    local = tmp_path / "f.txt"
+    old = write(local, b"old contents", mtime_ns=1_600_000_000 * 10**9)
+    upload(backend, "f.txt", local, old)
+    new = write(local, b"new and longer contents", mtime_ns=1_700_000_000 * 10**9)
+
+    upload(backend, "f.txt", local, new)
+
+    entry = backend.stat("f.txt")
+    assert entry is not None and backend.matches(entry, new) and not backend.matches(entry, old)
+    assert remote.read("f.txt") == b"new and longer contents"
+
+
+def test_an_upload_is_visible_under_its_final_name_only_when_complete(
+    backend: Backend, remote: Remote, tmp_path: Path
+) -> None:
+    local = tmp_path / "big.bin"
+    write(local, b"old version")
+    upload(backend, "big.bin", local)
+    new = os.urandom(BIG)
+    gen = write(local, new, mtime_ns=1_700_000_000 * 10**9)
+    seen_mid_upload: list[bytes | None] = []
+
+    def progress(done: int) -> None:
+        if 0 < done < BIG and not seen_mid_upload:
+            seen_mid_upload.append(remote.read("big.bin"))
+
+    backend.upload("big.bin", str(local), gen, progress)
+
+    assert seen_mid_upload == [b"old version"]
+    assert remote.read("big.bin") == new
+    assert remote.leftovers() == []
+
+
+def test_delete_says_whether_the_file_was_there(backend: Backend, remote: Remote, tmp_path: Path) -> None:
+    put(backend, "d/x.txt", tmp_path / "x", b"x")
+    assert backend.delete("d/x.txt") is True
+    assert backend.stat("d/x.txt") is None and remote.read("d/x.txt") is None
+    assert backend.delete("d/x.txt") is False
+
+
+# ----------------------------------------------------------------------------- moves
+
+
+def test_a_move_renames_on_the_remote_without_sending_the_bytes_again(
+    backend: Backend, remote: Remote, tmp_path: Path
+) -> None:
+    data = os.urandom(2 * MiB)
+    gen = write(tmp_path / "m", data)
+    upload(backend, "from/m.bin", tmp_path / "m", gen)
+    before = remote.bytes_up
+
+    backend.move("from/m.bin", "to/new folder/m2.bin")
+
+    assert backend.stat("from/m.bin") is None and remote.read("from/m.bin") is None
+    entry = backend.stat("to/new folder/m2.bin")
+    assert entry is not None and backend.matches(entry, gen)
+    assert remote.read("to/new folder/m2.bin") == data
+    if backend.capabilities.server_side_move and before is not None:
+        assert remote.bytes_up is not None and remote.bytes_up - before < 64 * 1024
+
+
+def test_a_move_replaces_an_existing_destination(backend: Backend, remote: Remote, tmp_path: Path) -> None:
+    put(backend, "a", tmp_path / "a", b"aaa")
+    put(backend, "b", tmp_path / "b", b"bbb")
+    backend.move("a", "b")
+    assert remote.read("b") == b"aaa" and backend.stat("a") is None
+
+
+def test_moving_a_missing_file_is_refused(backend: Backend) -> None:
+    with pytest.raises(RemoteRefused):
+        backend.move("not/there", "elsewhere")
+
+
+def test_a_folder_move_takes_every_file_along(backend: Backend, remote: Remote, tmp_path: Path) -> None:
+    names = [f"dir/sub{i % 3}/f{i}.txt" for i in range(10)]
+    for i, name in enumerate(names):
+        put(backend, name, tmp_path / f"f{i}", name.encode())
+    put(backend, "dirt.txt", tmp_path / "dirt", b"a sibling with a similar name")
+
+    backend.move_dir("dir", "renamed/dir 2")
+
+    assert list(backend.list("dir")) == []
+    moved = sorted(e.path for e in backend.list("renamed/dir 2"))
+    assert moved == sorted(n.replace("dir/", "renamed/dir 2/", 1) for n in names)
+    assert remote.read("renamed/dir 2/sub1/f1.txt") == b"dir/sub1/f1.txt"
+    assert remote.read("dirt.txt") == b"a sibling with a similar name"
+
+
+# ----------------------------------------------------------------------------- partials and resume
+
+
+def test_listing_never_shows_partials_or_bookkeeping(backend: Backend, remote: Remote, tmp_path: Path) -> None:
+    put(backend, "done.txt", tmp_path / "done", b"done")
+    local = tmp_path / "half"
+    gen = write(local, os.urandom(BIG))
+    with pytest.raises(Exception):  # noqa: B017 - the backend wraps our Interrupted
+        backend.upload("folder/half.bin", str(local), gen, interrupt_after(MiB))
+
+    assert remote.leftovers() != []
+    assert [e.path for e in backend.list()] == ["done.txt"]
+    assert backend.stat("folder/half.bin") is None
+
+    backend.cleanup("folder/half.bin")
+    assert remote.leftovers() == []
+
+
+def test_an_interrupted_upload_resumes_where_it_stopped(backend: Backend, remote: Remote, tmp_path: Path) -> None:
+    local = tmp_path / "resume.bin"
+    data = os.urandom(BIG)
+    gen = write(local, data)
+    with pytest.raises(Exception):  # noqa: B017
+        backend.upload("r/resume.bin", str(local), gen, interrupt_after(BIG // 2))
+
+    again = remote.open()
+    result = again.upload("r/resume.bin", str(local), gen, lambda n: None)
+    again.close()
+
+    assert result.resumed_from >= 8 * MiB
+    assert result.bytes_sent == BIG - result.resumed_from
+    assert remote.read("r/resume.bin") == data
+    assert remote.leftovers() == []
+
+
+def test_a_partial_of_an_older_generation_is_discarded_not_continued(
+    backend: Backend, remote: Remote, tmp_path: Path
+) -> None:
+    local = tmp_path / "gen.bin"
+    old = write(local, os.urandom(BIG), mtime_ns=1_600_000_000 * 10**9)
+    with pytest.raises(Exception):  # noqa: B017
+        backend.upload("gen.bin", str(local), old, interrupt_after(BIG // 2))
+    data = os.urandom(BIG)
+    new = write(local, data, mtime_ns=1_700_000_000 * 10**9)
+
+    result = remote.open().upload("gen.bin", str(local), new, lambda n: None)
+
+    assert result.resumed_from == 0 and result.bytes_sent == BIG
+    assert remote.read("gen.bin") == data
+    assert remote.leftovers() == []
+
+
+# ----------------------------------------------------------------------------- refusals and faults
+
+
+@pytest.mark.parametrize("bad", ["../escape.txt", "a/../../escape.txt", "/etc/passwd", "a//b", "nul\x00byte"])
+def test_a_path_that_could_escape_the_base_is_refused_and_nothing_is_written(
+    backend: Backend, remote: Remote, tmp_path: Path, bad: str
+) -> None:
+    local = tmp_path / "evil"
+    gen = write(local, b"evil")
+    with pytest.raises(InvalidPath):
+        backend.upload(bad, str(local), gen, lambda n: None)
+    with pytest.raises(InvalidPath):
+        backend.move("x", bad)
+    assert list(backend.list()) == []
+    assert remote.leftovers() == []
+    assert not (tmp_path / "escape.txt").exists()
+
+
+def test_an_unreadable_local_file_is_a_local_error(backend: Backend, tmp_path: Path) -> None:
+    from skynet.common.errors import LocalFileError
+
+    with pytest.raises(LocalFileError):
+        backend.upload("x", str(tmp_path / "does-not-exist"), Generation(size=1, mtime_ns=1), lambda n: None)
+
+
+def test_an_unreachable_remote_is_unavailable_and_comes_back_by_itself(
+    backend: Backend, remote: Remote, tmp_path: Path
+) -> None:
+    gen = write(tmp_path / "x", b"x")
+    upload(backend, "x", tmp_path / "x", gen)
+
+    remote.cut()
+    try:
+        with pytest.raises(RemoteUnavailable):
+            backend.stat("x")
+        with pytest.raises(RemoteUnavailable):
+            upload(backend, "y", tmp_path / "x", gen)
+    finally:
+        remote.restore()
+
+    entry = backend.stat("x")  # the same backend object reconnects
+    assert entry is not None and backend.matches(entry, gen)
+
+
+# ----------------------------------------------------------------------------- sftp only
+
+
+def _sftp_backend(server: sftp_server.SftpServer, **settings: object) -> Backend:
+    from skynet.uploader.storage.sftp import open_backend
+
+    return open_backend(server.target("auth"), server.settings(**settings))
+
+
+def test_sftp_refuses_a_server_whose_host_key_is_not_pinned(sftp_server: sftp_server.SftpServer) -> None:
+    backend = _sftp_backend(sftp_server, sftp_known_hosts=sftp_server.other_known_hosts)
+    with pytest.raises(RemoteRefused, match="does not match known_hosts"):
+        backend.check()
+
+
+def test_sftp_refuses_a_host_missing_from_known_hosts(sftp_server: sftp_server.SftpServer, tmp_path: Path) -> None:
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    with pytest.raises(RemoteRefused, match="not in known_hosts"):
+        _sftp_backend(sftp_server, sftp_known_hosts=str(empty)).check()
+
+
+def test_sftp_needs_a_known_hosts_file(sftp_server: sftp_server.SftpServer, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="SKYNET_SFTP_KNOWN_HOSTS"):
+        _sftp_backend(sftp_server, sftp_known_hosts=str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match="SKYNET_SFTP_KNOWN_HOSTS"):
+        _sftp_backend(sftp_server, sftp_known_hosts=None)
+
+
+def test_sftp_refuses_a_wrong_password(sftp_server: sftp_server.SftpServer) -> None:
+    backend = _sftp_backend(sftp_server, sftp_key_file=None, sftp_password="not-the-password")
+    with pytest.raises(RemoteRefused, match="authentication"):
+        backend.check()
+
+
+def test_sftp_reports_a_stopped_server_as_unavailable(sftp_server: sftp_server.SftpServer) -> None:
+    backend = _sftp_backend(sftp_server)
+    backend.check()
+    sftp_server.stop()
+    try:
+        with pytest.raises(RemoteUnavailable):
+            backend.check()
+    finally:
+        sftp_server.start()
+    backend.check()
+    backend.close()
+
+
+# ----------------------------------------------------------------------------- s3 only
+
+
+def test_s3_reports_a_stopped_server_as_unavailable(s3_server: s3_server.S3Server, aws_credentials: None) -> None:
+    from skynet.uploader.storage.s3 import open_backend
+
+    t = s3_server_module.make_target(s3_server)
+    backend = open_backend(t.target, t.settings)
+    backend.check()
+    s3_server.stop()
+    try:
+        with pytest.raises(RemoteUnavailable):
+            backend.check()
+    finally:
+        s3_server.start()  # moto forgets everything on restart
+
+
+def test_s3_refuses_a_missing_bucket(s3_server: s3_server.S3Server, aws_credentials: None) -> None:
+    from skynet.uploader.storage.s3 import open_backend
+
+    backend = open_backend("s3://no-such-bucket-here/x", BackendSettings(s3_endpoint_url=s3_server.endpoint_url))
+    with pytest.raises(RemoteRefused):
+        backend.upload("x", __file__, generation_of(__file__), lambda n: None)
+
+
+def test_s3_leaves_no_multipart_upload_open_after_success(remote: Remote, backend: Backend, tmp_path: Path) -> None:
+    if remote.kind != "s3":
+        pytest.skip("S3 only")
+    put(backend, "big", tmp_path / "big", os.urandom(BIG))
+    t = remote.target
+    assert t.client.list_multipart_uploads(Bucket=t.bucket).get("Uploads", []) == []
+
+
+s3_server_module = s3_server
+_ = shutil
