@@ -1,0 +1,3 @@
+from skynet.notifier.main import main
+
+raise SystemExit(main())

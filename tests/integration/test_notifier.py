@@ -1,0 +1,265 @@
+"""The notifier against real RabbitMQ and Postgres, run as a process (``python -m skynet.notifier``)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import pika
+import psycopg2
+
+from skynet.common.broker import Publisher
+from skynet.common.messages import FileEvent, WorkerHeartbeat, encode
+from skynet.common.topology import EVENTS_DEAD_QUEUE, EVENTS_EXCHANGE, HEADER_REASON, Topology
+from tests.fixtures.common import wait_for
+from tests.fixtures.postgres import PrivatePostgres, migrate_url, start_notifier, stop_process
+
+
+def publish(amqp_url: str, events: Iterable[FileEvent | WorkerHeartbeat]) -> None:
+    pub = Publisher(amqp_url, name="test-events", declare=Topology("default").declare_events)
+    try:
+        for e in events:
+            pub.publish(EVENTS_EXCHANGE, e.type, encode(e), message_id=e.id)
+    finally:
+        pub.close()
+
+
+def publish_raw(amqp_url: str, routing_key: str, body: bytes) -> None:
+    pub = Publisher(amqp_url, name="test-raw", declare=Topology("default").declare_events)
+    try:
+        pub.publish(EVENTS_EXCHANGE, routing_key, body)
+    finally:
+        pub.close()
+
+
+def scalar(url: str, sql: str, *args: object) -> object:
+    conn = psycopg2.connect(url, connect_timeout=3)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, args)
+            row = cur.fetchone()
+            return row[0] if row else None
+    finally:
+        conn.close()
+
+
+def rows(url: str, sql: str, *args: object) -> list[tuple[object, ...]]:
+    conn = psycopg2.connect(url, connect_timeout=3)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, args)
+            return list(cur.fetchall())
+    finally:
+        conn.close()
+
+
+def journey(path: str, t0: float, size: int = 1000, source: str = "default") -> list[FileEvent]:
+    return [
+        FileEvent.make("queued", source=source, path=path, created_at=t0),
+        FileEvent.make("started", source=source, path=path, size=size, worker="w1", created_at=t0 + 1),
+        FileEvent.make("progress", source=source, path=path, size=size, bytes_done=size // 2, created_at=t0 + 2),
+        FileEvent.make(
+            "done", source=source, path=path, size=size, checksum="etag-1", remote="s3://b/" + path, created_at=t0 + 3
+        ),
+    ]
+
+
+def counts_match(url: str) -> None:
+    counted = dict(rows(url, "SELECT state, count(*) FROM files GROUP BY state"))
+    kept = {s: n for s, n in rows(url, "SELECT state, sum(n)::bigint FROM file_counts GROUP BY state") if n}
+    assert counted == kept
+
+
+def test_a_file_journey_is_stored_once_and_an_older_event_never_overwrites_a_newer_state(
+    amqp_url: str, pg_url: str, tmp_path: Path
+) -> None:
+    t0 = time.time() - 100
+    events = journey("a/b.txt", t0)
+    late_started = FileEvent.make("started", source="default", path="a/b.txt", created_at=t0 + 1.5)
+    beat = WorkerHeartbeat(source="default", worker="w1", role="uploader", active=1, capacity=4)
+    # Delivered twice, and out of order: the stale 'started' arrives after 'done'.
+    publish(amqp_url, [*events, events[-1], events[0], late_started, beat])
+    proc = start_notifier(amqp_url, pg_url, str(tmp_path / "notifier.log"))
+    try:
+        wait_for(lambda: scalar(pg_url, "SELECT count(*) FROM events") == 5 if _has_schema(pg_url) else False, 30)
+        wait_for(lambda: scalar(pg_url, "SELECT count(*) FROM workers") == 1, 10)
+        state, size, done, checksum, remote = rows(
+            pg_url, "SELECT state, size, bytes_done, checksum, remote FROM files WHERE path = 'a/b.txt'"
+        )[0]
+        assert (state, size, done, checksum, remote) == ("done", 1000, 1000, "etag-1", "s3://b/a/b.txt")
+        assert scalar(pg_url, "SELECT count(DISTINCT id) FROM events") == 5
+        counts_match(pg_url)
+    finally:
+        assert stop_process(proc) == 0
+
+
+def _has_schema(url: str) -> bool:
+    return bool(scalar(url, "SELECT to_regclass('events') IS NOT NULL"))
+
+
+def test_a_failed_file_records_its_reason_and_attempts_then_clears_them_when_done(
+    amqp_url: str, migrated_pg_url: str, tmp_path: Path
+) -> None:
+    url = migrated_pg_url
+    t0 = time.time() - 50
+    publish(
+        amqp_url,
+        [
+            FileEvent.make("queued", source="default", path="x.bin", created_at=t0),
+            FileEvent.make(
+                "failed", source="default", path="x.bin", reason="RemoteUnavailable: 503", attempt=2, created_at=t0 + 1
+            ),
+        ],
+    )
+    proc = start_notifier(amqp_url, url, str(tmp_path / "notifier.log"))
+    try:
+        wait_for(lambda: scalar(url, "SELECT state FROM files WHERE path = 'x.bin'") == "failed", 30)
+        assert rows(url, "SELECT attempts, last_error FROM files")[0] == (2, "RemoteUnavailable: 503")
+        publish(amqp_url, [FileEvent.make("done", source="default", path="x.bin", size=3, created_at=t0 + 2)])
+        wait_for(lambda: scalar(url, "SELECT state FROM files WHERE path = 'x.bin'") == "done", 30)
+        assert rows(url, "SELECT attempts, last_error, bytes_done FROM files")[0] == (2, None, 3)
+        counts_match(url)
+    finally:
+        assert stop_process(proc) == 0
+
+
+def test_a_move_replaces_the_old_path_with_the_new_one(amqp_url: str, migrated_pg_url: str, tmp_path: Path) -> None:
+    url = migrated_pg_url
+    t0 = time.time() - 50
+    publish(
+        amqp_url,
+        [
+            *journey("old.txt", t0),
+            FileEvent.make("moved", source="default", path="new.txt", src="old.txt", size=1000, created_at=t0 + 10),
+        ],
+    )
+    proc = start_notifier(amqp_url, url, str(tmp_path / "notifier.log"))
+    try:
+        wait_for(lambda: scalar(url, "SELECT count(*) FROM events") == 5, 30)
+        assert rows(url, "SELECT path, state FROM files") == [("new.txt", "moved")]
+        counts_match(url)
+    finally:
+        assert stop_process(proc) == 0
+
+
+def test_malformed_events_go_to_the_dead_queue_with_a_reason_and_the_rest_are_stored(
+    amqp_url: str, migrated_pg_url: str, tmp_path: Path
+) -> None:
+    url = migrated_pg_url
+    publish_raw(amqp_url, "file.done.v1", b"{not json")
+    publish_raw(amqp_url, "file.done.v1", json.dumps({"type": "file.done.v1", "source": "default"}).encode())
+    publish_raw(amqp_url, "file.zzz.v9", json.dumps({"type": "file.zzz.v9"}).encode())
+    publish(amqp_url, journey("ok.txt", time.time() - 10))
+    proc = start_notifier(amqp_url, url, str(tmp_path / "notifier.log"))
+    try:
+        wait_for(lambda: scalar(url, "SELECT count(*) FROM events") == 4, 30)
+        conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
+        try:
+            ch = conn.channel()
+            reasons = []
+            for _ in range(50):
+                method, props, _body = ch.basic_get(EVENTS_DEAD_QUEUE, auto_ack=True)
+                if method is None:
+                    if len(reasons) == 3:
+                        break
+                    time.sleep(0.2)
+                    continue
+                reasons.append(props.headers[HEADER_REASON])
+        finally:
+            conn.close()
+        assert len(reasons) == 3
+        assert any("not JSON" in r for r in reasons)
+        assert any("path" in r for r in reasons)
+        assert proc.poll() is None
+    finally:
+        assert stop_process(proc) == 0
+
+
+def test_the_notifier_killed_midway_through_10000_events_stores_each_exactly_once(
+    amqp_url: str, migrated_pg_url: str, tmp_path: Path
+) -> None:
+    url = migrated_pg_url
+    t0 = time.time() - 1000
+    events = [
+        FileEvent.make("done" if i % 2 else "queued", source="default", path=f"f/{i // 2}", size=i, created_at=t0 + i)
+        for i in range(10_000)
+    ]
+    publish(amqp_url, events)
+    log = str(tmp_path / "notifier.log")
+    proc = start_notifier(amqp_url, url, log, SKYNET_BATCH_SIZE="200")
+    wait_for(lambda: (scalar(url, "SELECT count(*) FROM events") or 0) >= 2000, 60, what="a fifth stored")  # type: ignore[operator]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    stored_at_kill = scalar(url, "SELECT count(*) FROM events")
+    assert stored_at_kill < 10_000  # type: ignore[operator]
+    proc = start_notifier(amqp_url, url, log, SKYNET_BATCH_SIZE="200")
+    try:
+        wait_for(lambda: scalar(url, "SELECT count(*) FROM events") == 10_000, 120, what="all 10,000 events")
+        time.sleep(1.0)  # anything redelivered late must not add rows
+        assert scalar(url, "SELECT count(*) FROM events") == 10_000
+        assert scalar(url, "SELECT count(DISTINCT id) FROM events") == 10_000
+        assert rows(url, "SELECT state, count(*) FROM files GROUP BY state") == [("done", 5000)]
+        counts_match(url)
+    finally:
+        assert stop_process(proc) == 0
+
+
+def test_with_postgres_stopped_for_30s_events_wait_in_the_queue_and_are_stored_when_it_returns(
+    amqp_url: str, private_postgres: PrivatePostgres, tmp_path: Path
+) -> None:
+    pg = private_postgres
+    url = pg.url(pg.create_database())
+    migrate_url(url)
+    log = tmp_path / "notifier.log"
+    proc = start_notifier(amqp_url, url, str(log))
+    try:
+        publish(amqp_url, journey("before.txt", time.time() - 5))
+        wait_for(lambda: scalar(url, "SELECT count(*) FROM events") == 4, 30)
+        pg.stop()
+        t_stop = time.monotonic()
+        # Uploads go on meanwhile: their events are published and wait in the queue.
+        during = [e for i in range(100) for e in journey(f"during/{i}.txt", time.time() + i)]
+        publish(amqp_url, during)
+        time.sleep(max(0.0, 30 - (time.monotonic() - t_stop)))
+        assert proc.poll() is None, "the notifier must survive a database outage"
+        pg.start()
+        wait_for(lambda: _count_or_none(url) == 404, 90, what="the events published during the outage")
+        assert scalar(url, "SELECT count(*) FROM files WHERE state = 'done'") == 101
+        assert "database unavailable" in log.read_text() or "cannot connect" in log.read_text()
+    finally:
+        assert stop_process(proc) == 0
+
+
+def _count_or_none(url: str) -> object:
+    try:
+        return scalar(url, "SELECT count(*) FROM events")
+    except psycopg2.OperationalError:
+        return None
+
+
+def test_old_events_and_old_progress_ticks_are_pruned(amqp_url: str, migrated_pg_url: str, tmp_path: Path) -> None:
+    url = migrated_pg_url
+    now = time.time()
+    publish(
+        amqp_url,
+        [
+            FileEvent.make("done", source="default", path="ancient.txt", created_at=now - 40 * 86400),
+            FileEvent.make("progress", source="default", path="p.txt", bytes_done=1, created_at=now - 7200),
+            FileEvent.make("progress", source="default", path="p.txt", bytes_done=2, created_at=now - 10),
+            FileEvent.make("done", source="default", path="recent.txt", created_at=now - 10),
+        ],
+    )
+    proc = start_notifier(
+        amqp_url, url, str(tmp_path / "n.log"), SKYNET_EVENT_RETENTION_DAYS="30", SKYNET_PROGRESS_RETENTION_MINUTES="60"
+    )
+    try:
+        wait_for(lambda: scalar(url, "SELECT count(*) FROM events") == 2, 30, what="pruning")
+        kept = {r[0] for r in rows(url, "SELECT path || ':' || state FROM events")}
+        assert kept == {"p.txt:progress", "recent.txt:done"}
+        # The current state of a file outlives its pruned events.
+        assert scalar(url, "SELECT state FROM files WHERE path = 'ancient.txt'") == "done"
+    finally:
+        assert stop_process(proc) == 0
