@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError
 
 from skynet.common.errors import ConfigError
 from skynet.common.messages import SOURCE_PATTERN
@@ -41,7 +42,7 @@ class BrokerSettings(BaseServiceSettings):
     amqp_url: SecretStr = SecretStr("amqp://guest:guest@localhost:5672/%2F")
     source: str = Field(default="default", pattern=SOURCE_PATTERN)
     queue_type: Literal["classic", "quorum"] = "classic"
-    retry_delays_s: tuple[float, ...] = (2.0, 10.0, 60.0, 300.0)
+    retry_delays_s: Annotated[tuple[float, ...], NoDecode] = (2.0, 10.0, 60.0, 300.0)
     max_attempts: int = Field(default=6, ge=1, le=100)
     progress_queue_max: int = Field(default=10_000, ge=10)
     heartbeat_s: int = Field(default=30, ge=0, le=600)
@@ -61,7 +62,10 @@ class BrokerSettings(BaseServiceSettings):
     @classmethod
     def _split_delays(cls, value: object) -> object:
         if isinstance(value, str):
-            return tuple(float(v) for v in value.split(",") if v.strip())
+            try:
+                return tuple(float(v) for v in value.split(",") if v.strip())
+            except ValueError:
+                raise ValueError("must be a comma-separated list of seconds, e.g. 2,10,60") from None
         return value
 
     @field_validator("retry_delays_s")
@@ -79,6 +83,8 @@ def load_settings(cls: type[S], **overrides: object) -> S:
     """Build ``cls`` from the environment; raise :class:`ConfigError` naming every bad variable."""
     try:
         return cls(**overrides)  # type: ignore[arg-type]
+    except SettingsError as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from None
     except ValidationError as exc:
         prefix = str(cls.model_config.get("env_prefix", ""))
         lines = []

@@ -118,7 +118,7 @@ class Reconciler:
             elif action.is_dir:
                 self._tree(action.path, action.id)
             else:
-                self._file(action.path, force=action.force, action_id=action.id)
+                self._file(action.path, force=action.force, action_id=action.id, hinted=action.generation is not None)
             self._requeues.pop(action.id, None)
             return ACK
         except RemoteUnavailable as exc:
@@ -148,13 +148,11 @@ class Reconciler:
 
     # ------------------------------------------------------------------ files
 
-    def _file(self, path: str, *, force: bool = False, action_id: str | None = None) -> None:
+    def _file(self, path: str, *, force: bool = False, action_id: str | None = None, hinted: bool = False) -> None:
+        """Reconcile one file. ``hinted``: the action said the file existed locally."""
         backend = self.backend()
         for _chase in range(MAX_CHASES):
-            try:
-                local = self.folder.generation(path)
-            except LocalFileError:
-                raise
+            local = self.folder.generation(path)
             remote = backend.stat(path)
             decision = decide(
                 local_present=local is not None,
@@ -167,6 +165,9 @@ class Reconciler:
                 self.event("skipped", path, size=local.size if local else None, reason="already up to date")
                 return
             if decision is Decision.NOTHING:
+                if hinted:
+                    log.info("%r vanished before it could be uploaded; nothing to do", path)
+                    self.event("skipped", path, reason="vanished before upload (gone locally and remotely)")
                 return
             if decision is Decision.KEEP:
                 self.event("skipped", path, reason="deleted locally; kept on the remote (delete mode keep)")

@@ -179,7 +179,9 @@ class Engine:
             self.request_scan("new folder", rel)
         else:
             writing: bool | None = None
-            if kind in ("write", "created") and not self.polling:
+            if kind == "write" and not self.polling:
+                # Only a real write marks the file open for writing: a close-after-write always
+                # follows it. (Created events may be synthesised for new folders, with no close.)
                 writing = True
             elif kind == "closed":
                 writing = False

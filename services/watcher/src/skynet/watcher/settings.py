@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
+from pydantic_settings import NoDecode
 
 from skynet.common.settings import BrokerSettings, DeleteMode
 
@@ -16,7 +17,7 @@ class WatcherSettings(BrokerSettings):
     state_dir: Path | None = None
     delete_mode: DeleteMode = "keep"
     settle_ms: int = Field(default=500, ge=0, le=3_600_000)
-    ignore: tuple[str, ...] = ()
+    ignore: Annotated[tuple[str, ...], NoDecode] = ()
     observer: Literal["auto", "inotify", "polling"] = "auto"
     poll_interval_ms: int = Field(default=1000, ge=50)
     rescan_interval_s: float = Field(default=300.0, ge=0)  # 0 = never (start-up scan still runs)

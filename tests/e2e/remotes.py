@@ -1,0 +1,93 @@
+"""Looking at a real remote the way a user would: what files it holds and their SHA-256."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.e2e.harness import PARTIAL_MARK, sha256_file
+from tests.fixtures.s3_server import FAKE_CREDENTIALS, S3Target
+from tests.fixtures.sftp_server import SftpTarget
+
+
+@dataclass
+class SftpRemote:
+    t: SftpTarget
+
+    def env(self) -> dict[str, str]:
+        s = self.t.settings
+        assert s.sftp_key_file and s.sftp_known_hosts
+        return {
+            "SKYNET_TARGET": self.t.target,
+            "SKYNET_SFTP_KEY_FILE": s.sftp_key_file,
+            "SKYNET_SFTP_KNOWN_HOSTS": s.sftp_known_hosts,
+        }
+
+    def _files(self) -> list[Path]:
+        out = []
+        for dirpath, _d, files in os.walk(self.t.local_dir):
+            out.extend(Path(dirpath, f) for f in files)
+        return out
+
+    def snapshot(self) -> dict[str, str]:
+        snap = {}
+        for f in self._files():
+            if f.name.endswith(PARTIAL_MARK):
+                continue
+            try:
+                snap[f.relative_to(self.t.local_dir).as_posix()] = sha256_file(f)
+            except FileNotFoundError:
+                continue
+        return snap
+
+    def partials(self) -> list[str]:
+        return [f.name for f in self._files() if f.name.endswith(PARTIAL_MARK)]
+
+    def read(self, rel: str) -> bytes | None:
+        try:
+            return (self.t.local_dir / rel).read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            return None
+
+
+@dataclass
+class S3Remote:
+    t: S3Target
+
+    def env(self) -> dict[str, str]:
+        env = dict(FAKE_CREDENTIALS)
+        env.update({"SKYNET_TARGET": self.t.target, "SKYNET_S3_ENDPOINT_URL": str(self.t.settings.s3_endpoint_url)})
+        return env
+
+    def _keys(self) -> list[str]:
+        keys: list[str] = []
+        paginator = self.t.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.t.bucket, Prefix=self.t.prefix + "/"):
+            keys.extend(o["Key"] for o in page.get("Contents", []))
+        return keys
+
+    def snapshot(self) -> dict[str, str]:
+        snap = {}
+        base = self.t.prefix + "/"
+        for key in self._keys():
+            rel = key[len(base) :]
+            if rel.startswith(".skynet/"):
+                continue
+            body = self.read(rel)
+            if body is not None:
+                snap[rel] = hashlib.sha256(body).hexdigest()
+        return snap
+
+    def partials(self) -> list[str]:
+        uploads = self.t.client.list_multipart_uploads(Bucket=self.t.bucket).get("Uploads", [])
+        return [u["Key"] for u in uploads]
+
+    def read(self, rel: str) -> bytes | None:
+        try:
+            obj = self.t.client.get_object(Bucket=self.t.bucket, Key=f"{self.t.prefix}/{rel}")
+        except self.t.client.exceptions.NoSuchKey:
+            return None
+        data: bytes = obj["Body"].read()
+        return data

@@ -1,0 +1,93 @@
+"""Issue 2, shown end to end: a watcher and two uploaders, the real broker, a real remote."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from pathlib import Path
+
+from tests.e2e.harness import EventTap, Stack
+
+NAMES = [
+    "plain.txt",
+    "with space.txt",
+    "ünïcødé/日本語.bin",
+    "hash#tag.txt",
+    "per%cent.txt",
+    "plus+sign.txt",
+    "-leading-dash.txt",
+    "deep/er/and/deeper/file.dat",
+    "empty.bin",
+]
+
+
+def write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def test_a_folder_is_mirrored_exactly_with_bursts_slow_writers_renames_and_deletes(stack: Stack, tap: EventTap) -> None:
+    stack.start("watcher")
+    stack.start("uploader", "uploader-a")
+    stack.start("uploader", "uploader-b")
+    w = stack.watch
+
+    # Files in nested folders with awkward names, a 0-byte file and a 50 MiB file.
+    for i, name in enumerate(NAMES):
+        write(w / name, b"" if name == "empty.bin" else f"content {i} of {name}\n".encode() * (i + 1))
+    big = os.urandom(50 * 1024 * 1024)
+    write(w / "big/fifty.bin", big)
+    stack.wait_mirror(120)
+
+    # A burst: one file rewritten 100 times in a row.
+    for i in range(100):
+        (w / "burst.txt").write_text(f"version {i}\n")
+    # A slow writer: one file written over ~4 s with pauses longer than the settle period.
+    observed: set[str] = set()
+    done = threading.Event()
+
+    def watch_remote() -> None:
+        while not done.is_set():
+            data = stack.remote.read("slow.log")
+            if data is not None:
+                observed.add(hashlib.sha256(data).hexdigest())
+            time.sleep(0.05)
+
+    watcher_thread = threading.Thread(target=watch_remote)
+    watcher_thread.start()
+    with open(w / "slow.log", "wb") as f:
+        for i in range(8):
+            f.write(f"line {i}\n".encode() * 1000)
+            f.flush()
+            time.sleep(0.5)
+    final = stack.wait_mirror(60)
+    time.sleep(1)
+    done.set()
+    watcher_thread.join()
+    assert observed == {final["slow.log"]}, "slow.log was visible half-written under its final name"
+    burst_uploads = len(tap.of("started", "burst.txt"))
+    assert 1 <= burst_uploads <= 10, f"100 writes in a burst caused {burst_uploads} uploads"
+
+    # Renames move data on the remote instead of sending it again.
+    for i in range(100):
+        write(w / "album" / f"photo-{i:03}.jpg", os.urandom(20_000))
+    stack.wait_mirror(60)
+    mark = tap.mark()
+    (w / "big/fifty.bin").rename(w / "big/renamed-fifty.bin")
+    (w / "album").rename(w / "album-2026")
+    stack.wait_mirror(60)
+    time.sleep(1)
+    resent = tap.bytes_sent_since(mark)
+    assert resent < 1024 * 1024, f"renames re-sent {resent} bytes instead of moving on the remote"
+    assert tap.since(mark, lambda e: e.get("state") == "moved"), "no move was reported"
+
+    # Deletes propagate in mirror mode: single files and a whole folder.
+    (w / "plain.txt").unlink()
+    (w / "per%cent.txt").unlink()
+    for p in (w / "album-2026").iterdir():
+        p.unlink()
+    (w / "album-2026").rmdir()
+    stack.wait_mirror(60)
+    assert not stack.remote.partials(), f"partial uploads left behind: {stack.remote.partials()}"
