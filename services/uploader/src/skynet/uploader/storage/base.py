@@ -22,7 +22,36 @@ from dataclasses import dataclass
 from skynet.common.messages import Generation
 
 ProgressFn = Callable[[int], None]
-"""Called with the number of bytes of the file now known to be on the remote (monotonic)."""
+"""Called with the number of bytes of the file now known to be on the remote (monotonic).
+
+Called at least once per part/chunk, from the thread that called ``upload``. If it raises (e.g. to
+abandon an upload at shutdown), the upload stops, what the remote holds is kept for a later
+resume, and the exception propagates out of ``upload`` unchanged.
+"""
+
+
+class CallbackError(Exception):
+    """Carries an exception raised by the caller's progress callback through a backend's handlers."""
+
+    def __init__(self, original: Exception) -> None:
+        super().__init__(str(original))
+        self.original = original
+
+
+def guard_progress(progress: ProgressFn) -> ProgressFn:
+    """Wrap ``progress`` so that what it raises reaches the backend as :class:`CallbackError`.
+
+    A backend wraps the callback with this and re-raises ``exc.original`` where it translates
+    foreign exceptions, so the caller's own exception is not mistaken for a remote error.
+    """
+
+    def call(done: int) -> None:
+        try:
+            progress(done)
+        except Exception as exc:
+            raise CallbackError(exc) from exc
+
+    return call
 
 
 @dataclass(frozen=True)

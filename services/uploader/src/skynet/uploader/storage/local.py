@@ -29,7 +29,15 @@ from skynet.common.errors import (
 from skynet.common.messages import Generation
 from skynet.common.paths import remote_join, validate_rel_path
 from skynet.uploader.storage import _partial
-from skynet.uploader.storage.base import Backend, Capabilities, ProgressFn, RemoteEntry, UploadResult
+from skynet.uploader.storage.base import (
+    Backend,
+    CallbackError,
+    Capabilities,
+    ProgressFn,
+    RemoteEntry,
+    UploadResult,
+    guard_progress,
+)
 from skynet.uploader.storage.config import BackendSettings
 
 log = logging.getLogger(__name__)
@@ -108,9 +116,11 @@ class LocalBackend(Backend):
                 os.makedirs(folder, exist_ok=True)
                 self._discard_other_partials(folder, name, tag)
                 offset = self._resume_point(partial, src)
-                sent = self._copy(src, partial, offset, progress)
+                sent = self._copy(src, partial, offset, guard_progress(progress))
                 os.utime(partial, ns=(generation.mtime_ns, generation.mtime_ns))
                 os.replace(partial, full)
+            except CallbackError as exc:
+                raise exc.original from None
             except LocalFileError:
                 raise
             except OSError as exc:

@@ -35,7 +35,15 @@ from skynet.common.errors import ConfigError, InvalidPath, RemoteRefused, Remote
 from skynet.common.messages import Generation
 from skynet.common.paths import remote_join, validate_rel_path
 from skynet.uploader.storage import _s3_multipart as mp
-from skynet.uploader.storage.base import Backend, Capabilities, ProgressFn, RemoteEntry, UploadResult
+from skynet.uploader.storage.base import (
+    Backend,
+    CallbackError,
+    Capabilities,
+    ProgressFn,
+    RemoteEntry,
+    UploadResult,
+    guard_progress,
+)
 from skynet.uploader.storage.config import BackendSettings
 
 if TYPE_CHECKING:
@@ -99,7 +107,7 @@ def classify(exc: BaseException, what: str = "") -> SkynetError:
 
 def make_client(settings: BackendSettings) -> S3Client:
     config = Config(
-        retries={"mode": "standard", "max_attempts": 4},
+        retries={"mode": "standard", "max_attempts": 3},
         max_pool_connections=max(10, 2 * settings.s3_part_concurrency),
         connect_timeout=10,
         read_timeout=120,
@@ -186,6 +194,7 @@ class S3Backend(Backend):
 
     def upload(self, path: str, local_file: str, generation: Generation, progress: ProgressFn) -> UploadResult:
         key = self._key(path)
+        progress = guard_progress(progress)
         try:
             if generation.size < self.settings.s3_multipart_threshold_mib * mp.MiB:
                 return self._put(key, local_file, generation, progress)
@@ -201,6 +210,8 @@ class S3Backend(Backend):
                 concurrency=self.settings.s3_part_concurrency,
             )
             return upload.run(progress)
+        except CallbackError as exc:
+            raise exc.original from None
         except Exception as exc:
             raise classify(exc, f"upload {self.describe(path)}") from exc
 

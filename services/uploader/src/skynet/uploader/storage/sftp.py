@@ -45,7 +45,15 @@ from skynet.common.errors import (
 from skynet.common.messages import Generation
 from skynet.common.paths import remote_join, validate_rel_path
 from skynet.uploader.storage import _partial, _sftp_connect
-from skynet.uploader.storage.base import Backend, Capabilities, ProgressFn, RemoteEntry, UploadResult
+from skynet.uploader.storage.base import (
+    Backend,
+    CallbackError,
+    Capabilities,
+    ProgressFn,
+    RemoteEntry,
+    UploadResult,
+    guard_progress,
+)
 from skynet.uploader.storage.config import BackendSettings
 
 log = logging.getLogger(__name__)
@@ -185,11 +193,13 @@ class SftpBackend(Backend):
             sftp = self._client()
             self._mkdirs(sftp, folder)
             offset = self._resume_point(sftp, folder, name, partial, generation, src)
-            sent = self._send(sftp, src, partial, offset, progress)
+            sent = self._send(sftp, src, partial, offset, guard_progress(progress))
             mtime = generation.mtime_ns // 10**9
             sftp.utime(partial, (mtime, mtime))
             sftp.posix_rename(partial, remote)
-        except (SkynetError, LocalFileError):
+        except CallbackError as exc:
+            raise exc.original from None
+        except SkynetError:
             raise
         except Exception as exc:
             raise self._fail(exc, f"upload {remote}") from exc
