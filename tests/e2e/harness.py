@@ -114,16 +114,16 @@ class Stack:
         env.update(over)
         return env
 
-    def start(self, service: str, name: str | None = None, user: str | None = None, **env: str) -> Proc:
+    def start(self, service: str, name: str | None = None, wrap: tuple[str, ...] = (), **env: str) -> Proc:
+        """Start ``python -m skynet.<service>``; ``wrap`` prefixes the command (e.g. setpriv)."""
         name = name or f"{service}-{len(self.procs)}"
         log = self.logs / f"{name}.log"
         handle = open(log, "ab")  # noqa: SIM115 - owned by the child for its lifetime
         popen = subprocess.Popen(
-            [sys.executable, "-m", f"skynet.{service}"],
+            [*wrap, sys.executable, "-m", f"skynet.{service}"],
             env=self.env(SKYNET_WORKER_ID=name, **env),
             stdout=handle,
             stderr=subprocess.STDOUT,
-            user=user,
         )
         handle.close()
         proc = Proc(name, popen, log)
@@ -148,12 +148,12 @@ class Stack:
         finally:
             db.close()
 
-    def wait_mirror(self, timeout: float = 60.0) -> dict[str, str]:
-        """Wait until the remote holds exactly the local files (paths and SHA-256)."""
+    def wait_mirror(self, timeout: float = 60.0, exclude: frozenset[str] = frozenset()) -> dict[str, str]:
+        """Wait until the remote holds exactly the local files (paths and SHA-256), ``exclude`` aside."""
         state: dict[str, Any] = {}
 
         def equal() -> bool:
-            local = local_snapshot(self.watch)
+            local = {p: h for p, h in local_snapshot(self.watch).items() if p not in exclude}
             remote = self.remote.snapshot()
             state["missing"] = sorted(set(local) - set(remote))[:10]
             state["extra"] = sorted(set(remote) - set(local))[:10]

@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
-from skynet.common.errors import InvalidMessage
+from skynet.common.errors import InvalidMessage, InvalidPath
 from skynet.common.paths import validate_rel_path
 
 MAX_MESSAGE_BYTES = 64 * 1024
@@ -65,7 +65,10 @@ class _Message(BaseModel):
 
 
 def _check_path(value: str) -> str:
-    validate_rel_path(value)
+    try:
+        validate_rel_path(value)
+    except InvalidPath as exc:
+        raise ValueError(str(exc)) from None  # becomes part of the ValidationError → InvalidMessage
     return value
 
 

@@ -1,0 +1,111 @@
+"""Issue 2 (3): bad files and bad messages get a clear answer, and every other file arrives."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pika
+
+from skynet.common.messages import Generation, PathChanged, encode
+from skynet.common.topology import ACTIONS_EXCHANGE, HEADER_REASON, dead_queue
+from tests.e2e.harness import EventTap, RemoteView, Stack
+from tests.fixtures.common import wait_for
+
+# As root every file is readable: drop the capabilities that let root ignore file modes, so
+# that mode 000 means "unreadable" for the uploader as it would for any service account.
+NO_DAC = (
+    ("setpriv", "--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search")
+    if os.geteuid() == 0 and shutil.which("setpriv")
+    else ()
+)
+
+
+def publish_raw(amqp_url: str, body: bytes, routing_key: str = "default") -> None:
+    conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    ch = conn.channel()
+    ch.confirm_delivery()
+    ch.basic_publish(ACTIONS_EXCHANGE, routing_key, body, pika.BasicProperties(delivery_mode=2), mandatory=True)
+    conn.close()
+
+
+def dead_letters(amqp_url: str, source: str = "default") -> list[tuple[bytes, str]]:
+    conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    ch = conn.channel()
+    out = []
+    while True:
+        method, props, body = ch.basic_get(dead_queue(source), auto_ack=False)
+        if method is None:
+            break
+        out.append((body, str((props.headers or {}).get(HEADER_REASON, ""))))
+    conn.close()  # unacked: they go back to the queue
+    return out
+
+
+def test_bad_files_and_bad_messages_are_refused_clearly_while_every_other_file_arrives(
+    stack: Stack, amqp_url: str, remote: RemoteView, tap: EventTap
+) -> None:
+    can_test_unreadable = os.geteuid() != 0 or bool(NO_DAC)
+    try:
+        stack.start("watcher")
+        stack.start("uploader", "uploader-a", wrap=NO_DAC)
+        w = stack.watch
+        (w / "before.txt").write_text("a good file")
+        stack.wait_mirror(60)
+
+        # An unreadable file, a FIFO, symlinks leading out of the folder, good files around them.
+        secret = w / "unreadable.bin"
+        secret.write_bytes(b"nobody may read this")
+        secret.chmod(0o000)
+        os.mkfifo(w / "a-fifo")
+        os.symlink("/etc/passwd", w / "passwd-link")
+        os.symlink("/etc", w / "etc-link")
+        os.symlink("../../..", w / "up-link")
+        for i in range(10):
+            (w / "good" / f"file-{i}.txt").parent.mkdir(exist_ok=True)
+            (w / "good" / f"file-{i}.txt").write_text(f"good {i}")
+
+        # Malformed messages on the queue, and a hint about a file that no longer exists.
+        publish_raw(amqp_url, b"\x00\xffnot json at all")
+        publish_raw(amqp_url, b'{"type": "action.changed.v99", "source": "default", "path": "x"}')
+        publish_raw(amqp_url, b'{"type": "action.changed.v1", "source": "default", "path": "../../etc/passwd"}')
+        publish_raw(amqp_url, b"[" * 70_000)
+        ghost = PathChanged(source="default", path="ghost.txt", generation=Generation(size=3, mtime_ns=1, inode=1))
+        publish_raw(amqp_url, encode(ghost))
+        for i in range(10, 20):
+            (w / "good" / f"file-{i}.txt").write_text(f"good {i}")
+
+        stack.wait_mirror(90, exclude=frozenset({"unreadable.bin"}))
+        snapshot = remote.snapshot()
+        for bad in ("unreadable.bin", "a-fifo", "passwd-link", "etc-link", "up-link", "ghost.txt"):
+            assert bad not in snapshot, f"{bad} reached the remote"
+        assert not any(p.startswith(("etc-link/", "up-link/")) for p in snapshot), "a symlink was followed"
+
+        def reason_for(path: str, state: str) -> str:
+            return " ".join(str(e.get("reason")) for e in tap.of(state, path))
+
+        wait_for(lambda: "FIFO" in reason_for("a-fifo", "skipped"), 30, what="a skipped event for the FIFO")
+        assert "symlink" in reason_for("passwd-link", "skipped")
+        assert "symlink" in reason_for("etc-link", "skipped")
+        assert "vanished" in reason_for("ghost.txt", "skipped")
+        if can_test_unreadable:
+            wait_for(
+                lambda: "unreadable" in reason_for("unreadable.bin", "failed") or tap.of("failed", "unreadable.bin"),
+                60,
+                what="a failed event for the unreadable file",
+            )
+
+        dead = wait_for(lambda: len(dead_letters(amqp_url)) >= 4 and dead_letters(amqp_url), 30, what="dead letters")
+        assert isinstance(dead, list)
+        reasons = [r for _b, r in dead]
+        assert any("not JSON" in r for r in reasons), reasons
+        assert any("unknown action type or version" in r for r in reasons), reasons
+        assert any("'..'" in r for r in reasons), reasons
+        assert any("limit" in r for r in reasons), reasons
+        alive = [p for p in stack.procs if not p.alive()]
+        assert not alive, f"a service died on bad input: {stack.tail_logs()}"
+    finally:
+        for p in (stack.watch / "unreadable.bin",):
+            if p.exists():
+                p.chmod(0o644)
+        stack.stop_all()

@@ -1,0 +1,60 @@
+"""Issue 2 (2): the watcher killed, and the broker out of reach — nothing is lost."""
+
+from __future__ import annotations
+
+import signal
+import time
+from urllib.parse import urlsplit, urlunsplit
+
+from tests.e2e.harness import Stack
+from tests.fixtures.common import wait_for
+from tests.fixtures.tcp_proxy import TcpProxy
+
+
+def test_changes_made_while_the_watcher_is_dead_reach_the_remote_after_restart(stack: Stack) -> None:
+    w = stack.watch
+    for i in range(20):
+        (w / f"keep-{i}.txt").write_text(f"keep {i}")
+        (w / f"change-{i}.txt").write_text(f"old {i}")
+        (w / f"delete-{i}.txt").write_text(f"doomed {i}")
+    watcher = stack.start("watcher")
+    stack.start("uploader")
+    stack.wait_mirror(60)
+
+    watcher.kill(signal.SIGKILL)
+    for i in range(20):
+        (w / f"change-{i}.txt").write_text(f"new content {i}, longer than before")
+        (w / f"delete-{i}.txt").unlink()
+        (w / "new" / f"n-{i}").parent.mkdir(exist_ok=True)
+        (w / "new" / f"n-{i}").write_text(f"born while the watcher was dead {i}")
+    time.sleep(1)
+    stack.start("watcher", "watcher-again")
+    stack.wait_mirror(60)
+
+
+def test_the_watcher_keeps_watching_while_the_broker_is_unreachable_and_publishes_everything_after(
+    stack: Stack,
+) -> None:
+    parts = urlsplit(stack.amqp_url)
+    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5672).start()
+    netloc = parts.netloc.rsplit("@", 1)[0] + f"@127.0.0.1:{proxy.port}"
+    via_proxy = urlunsplit(parts._replace(netloc=netloc))
+    try:
+        watcher = stack.start("watcher", SKYNET_AMQP_URL=via_proxy)
+        stack.start("uploader")
+        (stack.watch / "before.txt").write_text("before the outage")
+        stack.wait_mirror(60)
+
+        proxy.cut()
+        for i in range(50):
+            (stack.watch / f"during-{i}.txt").write_text(f"written while the broker was away {i}")
+        wait_for(lambda: stack.outbox_count() >= 50, 30, what="the outbox to hold the 50 actions")
+        time.sleep(2)
+        assert watcher.alive(), "the watcher died while the broker was unreachable"
+        assert stack.outbox_count() >= 50, "the watcher dropped actions while the broker was away"
+
+        proxy.restore()
+        stack.wait_mirror(90)
+        wait_for(lambda: stack.outbox_count() == 0, 30, what="the outbox to drain")
+    finally:
+        proxy.close()
