@@ -316,6 +316,22 @@ def test_a_partial_of_an_older_generation_is_discarded_not_continued(
     assert remote.leftovers() == []
 
 
+def test_an_interrupted_small_upload_leaves_nothing_once_the_next_one_is_done(
+    backend: Backend, remote: Remote, tmp_path: Path
+) -> None:
+    local = tmp_path / "small.bin"
+    old = write(local, os.urandom(3 * MiB), mtime_ns=1_600_000_000 * 10**9)
+    with pytest.raises(Interrupted):
+        backend.upload("small.bin", str(local), old, interrupt_after(MiB))
+    data = os.urandom(3 * MiB)
+    new = write(local, data, mtime_ns=1_700_000_000 * 10**9)
+
+    backend.upload("small.bin", str(local), new, lambda n: None)
+
+    assert remote.read("small.bin") == data
+    assert remote.leftovers() == []
+
+
 # ----------------------------------------------------------------------------- refusals and faults
 
 
@@ -433,9 +449,16 @@ def test_s3_refuses_a_missing_bucket(s3_server: s3_fx.S3Server, aws_credentials:
         backend.upload("x", __file__, generation_of(__file__), lambda n: None)
 
 
-def test_s3_leaves_no_multipart_upload_open_after_success(remote: Remote, backend: Backend, tmp_path: Path) -> None:
-    if remote.kind != "s3":
-        pytest.skip("S3 only")
-    put(backend, "big", tmp_path / "big", os.urandom(BIG))
-    t = remote.target
+def test_s3_records_the_generation_and_leaves_no_multipart_upload_open(
+    s3_target: s3_fx.S3Target, tmp_path: Path
+) -> None:
+    from skynet.uploader.storage.s3 import open_backend
+
+    backend = open_backend(s3_target.target, s3_target.settings)
+    gen = put(backend, "big", tmp_path / "big", os.urandom(BIG))
+
+    t = s3_target
+    head = t.client.head_object(Bucket=t.bucket, Key=f"{t.prefix}/big")
+    assert head["Metadata"]["skynet-generation"] == gen.token()
     assert t.client.list_multipart_uploads(Bucket=t.bucket).get("Uploads", []) == []
+    assert [o["Key"] for o in t.client.list_objects_v2(Bucket=t.bucket)["Contents"]] == [f"{t.prefix}/big"]

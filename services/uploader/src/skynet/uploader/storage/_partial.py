@@ -5,7 +5,12 @@ later attempt can tell "continue this one" from "discard it"::
 
     dir/.<name>.<size>-<mtime_ns>-<inode>.skynet-partial
 
-A name too long to carry the decoration is replaced by a hash of it. Pure logic, no I/O.
+A name too long to carry the decoration is replaced by a hash of it.
+
+Finding partials of *other* generations takes a listing of the folder, which is worth it only for
+files large enough to be worth resuming (``RESUME_MIN_BYTES``). Smaller files use one fixed name
+per final name, ``dir/.<name>.skynet-partial``, that the next attempt simply overwrites, so small
+files cost no listing and leave nothing behind either. Pure logic, no I/O.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from skynet.common.paths import MAX_COMPONENT_BYTES
 
 SUFFIX = ".skynet-partial"
 _GEN_RE = re.compile(r"^\d+-\d+-\d+$")
+RESUME_MIN_BYTES = 4 * 1024 * 1024
 
 
 def _stem(name: str) -> str:
@@ -31,9 +37,25 @@ def generation_tag(generation: Generation) -> str:
     return f"{generation.size}-{generation.mtime_ns}-{generation.inode}"
 
 
+def resumable(generation: Generation) -> bool:
+    return generation.size >= RESUME_MIN_BYTES
+
+
 def partial_name(name: str, generation: Generation) -> str:
     """The partial's file name (one path component) for final name ``name`` and ``generation``."""
+    if not resumable(generation):
+        return simple_partial_name(name)
     return f"{_stem(name)}{generation_tag(generation)}{SUFFIX}"
+
+
+def simple_partial_name(name: str) -> str:
+    """The one, overwritten, partial name of a small file."""
+    return f"{_stem(name)[:-1]}{SUFFIX}"
+
+
+def belongs_to(name: str, candidate: str) -> bool:
+    """True if ``candidate`` is a partial (of any generation) of final name ``name``."""
+    return candidate == simple_partial_name(name) or partial_tag_for(name, candidate) is not None
 
 
 def is_partial(name: str) -> bool:

@@ -105,7 +105,6 @@ class LocalBackend(Backend):
         full = self._full(path)
         self._require_base()
         folder, name = os.path.split(full)
-        tag = _partial.generation_tag(generation)
         partial = os.path.join(folder, _partial.partial_name(name, generation))
         try:
             src = open(local_file, "rb")  # noqa: SIM115 - closed below
@@ -114,8 +113,11 @@ class LocalBackend(Backend):
         try:
             try:
                 os.makedirs(folder, exist_ok=True)
-                self._discard_other_partials(folder, name, tag)
-                offset = self._resume_point(partial, src)
+                if _partial.resumable(generation):
+                    self._discard_other_partials(folder, name, partial)
+                    offset = self._resume_point(partial, src)
+                else:
+                    offset = 0
                 sent = self._copy(src, partial, offset, guard_progress(progress))
                 os.utime(partial, ns=(generation.mtime_ns, generation.mtime_ns))
                 os.replace(partial, full)
@@ -129,10 +131,10 @@ class LocalBackend(Backend):
             src.close()
         return UploadResult(bytes_sent=sent, resumed_from=offset)
 
-    def _discard_other_partials(self, folder: str, name: str, tag: str) -> None:
+    def _discard_other_partials(self, folder: str, name: str, partial: str) -> None:
+        keep = os.path.basename(partial)
         for entry in os.listdir(folder):
-            other = _partial.partial_tag_for(name, entry)
-            if other is not None and other != tag:
+            if entry != keep and _partial.belongs_to(name, entry):
                 log.info("discarding partial %s of an older generation", os.path.join(folder, entry))
                 os.unlink(os.path.join(folder, entry))
 
@@ -242,7 +244,7 @@ class LocalBackend(Backend):
         folder, name = os.path.split(full)
         try:
             for entry in os.listdir(folder):
-                if _partial.partial_tag_for(name, entry) is not None:
+                if _partial.belongs_to(name, entry):
                     os.unlink(os.path.join(folder, entry))
         except FileNotFoundError:
             return

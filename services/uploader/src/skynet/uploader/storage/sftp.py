@@ -5,7 +5,7 @@ folder. Authentication by key (``SKYNET_SFTP_KEY_FILE``) or password (``SKYNET_S
 the host key is pinned by ``SKYNET_SFTP_KNOWN_HOSTS`` (see ``_sftp_connect``).
 
 Uploads write to a partial next to the final name whose name carries the generation
-(``.<name>.<size>-<mtime_ns>-<inode>.skynet-partial``) with pipelined 32 KiB requests, set the
+(``.<name>.<size>-<mtime_ns>-<inode>.skynet-partial``; see ``_partial``) with pipelined 32 KiB requests, set the
 remote mtime to the local one (whole seconds: SFTP v3 has no better), then replace the final name
 atomically with ``posix-rename@openssh.com``. **Resume:** a partial of the same generation is
 continued from its last whole ``WRITE_CHUNK`` boundary after reading back the chunk before it and
@@ -192,7 +192,12 @@ class SftpBackend(Backend):
         try:
             sftp = self._client()
             self._mkdirs(sftp, folder)
-            offset = self._resume_point(sftp, folder, name, partial, generation, src)
+            try:
+                offset = self._resume_point(sftp, folder, name, partial, generation, src)
+            except FileNotFoundError:  # our folder cache was stale (moved away by someone else)
+                self._dirs.clear()
+                self._mkdirs(sftp, folder)
+                offset = 0
             sent = self._send(sftp, src, partial, offset, guard_progress(progress))
             mtime = generation.mtime_ns // 10**9
             sftp.utime(partial, (mtime, mtime))
@@ -216,16 +221,17 @@ class SftpBackend(Backend):
         generation: Generation,
         src: BinaryIO,
     ) -> int:
-        tag = _partial.generation_tag(generation)
+        if not _partial.resumable(generation):
+            sftp.stat(folder)  # small file: its one partial name is simply overwritten
+            return 0
         length = -1
         for attr in sftp.listdir_attr(folder):
-            other = _partial.partial_tag_for(name, attr.filename)
-            if other is None:
+            if not _partial.belongs_to(name, attr.filename):
                 continue
-            if other == tag:
+            if posixpath.join(folder, attr.filename) == partial:
                 length = attr.st_size or 0
             else:
-                log.info("discarding partial %s/%s of an older generation", folder, attr.filename)
+                log.info("discarding partial %s/%s of another generation", folder, attr.filename)
                 sftp.remove(posixpath.join(folder, attr.filename))
         if length < 0:
             return 0
@@ -327,7 +333,7 @@ class SftpBackend(Backend):
         try:
             sftp = self._client()
             for attr in sftp.listdir_attr(folder):
-                if _partial.partial_tag_for(name, attr.filename) is not None:
+                if _partial.belongs_to(name, attr.filename):
                     sftp.remove(posixpath.join(folder, attr.filename))
         except FileNotFoundError:
             return
