@@ -1,0 +1,3 @@
+from skynet.api.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,365 @@
+"""The API against real Postgres (and RabbitMQ for queue depths and admin actions)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pika
+import pytest
+
+from skynet.api.app import create_app
+from skynet.api.settings import ApiSettings
+from skynet.common.broker import Publisher
+from skynet.common.messages import FileEvent, WorkerHeartbeat, decode_action, encode
+from skynet.common.topology import (
+    CONTROL_EXCHANGE,
+    EVENTS_EXCHANGE,
+    HEADER_ATTEMPTS,
+    HEADER_REASON,
+    Topology,
+    actions_queue,
+    dead_queue,
+)
+from skynet.notifier.store import EventStore
+from tests.fixtures.common import wait_for
+from tests.fixtures.postgres import start_api, start_notifier, stop_process
+
+with warnings.catch_warnings():
+    # starlette's TestClient warns that it prefers httpx2 at import time; httpx is what we have.
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient
+
+READ = "read-token-0123456789abcdef"
+ADMIN = "admin-token-0123456789abcdef"
+H_READ = {"Authorization": f"Bearer {READ}"}
+H_ADMIN = {"Authorization": f"Bearer {ADMIN}"}
+DB_PASSWORD = "pw-that-must-never-show"  # trust auth ignores it; it must never be echoed
+
+
+def with_password(url: str) -> str:
+    return url.replace("postgres@", f"postgres:{DB_PASSWORD}@", 1)
+
+
+def store(url: str, events: list[FileEvent | WorkerHeartbeat]) -> None:
+    s = EventStore(url)
+    try:
+        s.store(events)
+    finally:
+        s.close()
+
+
+@pytest.fixture
+def client(migrated_pg_url: str) -> Iterator[TestClient]:
+    settings = ApiSettings(database_url=with_password(migrated_pg_url), api_token=READ, api_admin_token=ADMIN)
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+def seed_files(url: str, n: int = 25) -> None:
+    t0 = time.time() - 1000
+    events: list[FileEvent | WorkerHeartbeat] = []
+    for i in range(n):
+        state = ("done", "failed", "queued", "dead", "started")[i % 5]
+        source = "alpha" if i % 2 else "beta"
+        extra: dict[str, Any] = {"reason": f"boom {i}", "attempt": 3} if state in ("failed", "dead") else {}
+        events.append(
+            FileEvent.make(
+                state,
+                source=source,
+                path=f"dir{i % 3}/file{i:03d}.bin",
+                size=100,  # type: ignore[arg-type]
+                created_at=t0 + i,
+                **extra,
+            )
+        )
+    store(url, events)
+
+
+def test_files_are_listed_by_path_with_filters_and_a_cursor_that_walks_every_page(
+    client: TestClient, migrated_pg_url: str
+) -> None:
+    seed_files(migrated_pg_url)
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"limit": 7, **({"cursor": cursor} if cursor else {})}
+        page = client.get("/v1/files", params=params, headers=H_READ).json()
+        seen += [f["path"] for f in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert len(seen) == 25 and seen == sorted(seen)
+    failed = client.get("/v1/files", params={"state": "failed"}, headers=H_READ).json()["items"]
+    assert {f["state"] for f in failed} == {"failed"} and len(failed) == 5
+    beta = client.get("/v1/files", params={"source": "beta", "prefix": "dir1/"}, headers=H_READ).json()["items"]
+    assert beta and all(f["source"] == "beta" and f["path"].startswith("dir1/") for f in beta)
+    # A prefix with LIKE wildcards matches literally.
+    assert client.get("/v1/files", params={"prefix": "dir%"}, headers=H_READ).json()["items"] == []
+    bad = client.get("/v1/files", params={"cursor": "bm9wZQ"}, headers=H_READ)
+    assert bad.status_code == 422 and bad.json()["error"] == "invalid cursor"
+
+
+def test_status_counts_files_per_state_and_reports_the_oldest_pending_file(
+    client: TestClient, migrated_pg_url: str
+) -> None:
+    seed_files(migrated_pg_url)
+    store(migrated_pg_url, [FileEvent.make("done", source="alpha", path="now.bin", size=7)])
+    st = client.get("/v1/status", headers=H_READ).json()
+    assert st["files"] == {"done": 6, "failed": 5, "queued": 5, "dead": 5, "started": 5}
+    assert st["files_total"] == 26
+    assert st["done_last_minute"] == {"files": 1, "bytes": 7}
+    assert st["oldest_pending"]["path"] == "dir1/file001.bin"  # the first failed one
+    assert st["queues"] is None  # no broker configured
+
+
+def test_failures_list_failed_and_dead_files_newest_first_with_their_reason(
+    client: TestClient, migrated_pg_url: str
+) -> None:
+    seed_files(migrated_pg_url)
+    page = client.get("/v1/failures", params={"limit": 4}, headers=H_READ).json()
+    rest = client.get("/v1/failures", params={"cursor": page["next_cursor"]}, headers=H_READ).json()
+    items = page["items"] + rest["items"]
+    assert len(items) == 10 and rest["next_cursor"] is None
+    assert [f["state_at"] for f in items] == sorted((f["state_at"] for f in items), reverse=True)
+    assert all(f["last_error"].startswith("boom") and f["attempts"] == 3 for f in items)
+
+
+def test_a_path_in_two_sources_needs_a_source_and_an_unknown_path_is_404(
+    client: TestClient, migrated_pg_url: str
+) -> None:
+    store(
+        migrated_pg_url,
+        [FileEvent.make("done", source="a", path="same.txt"), FileEvent.make("queued", source="b", path="same.txt")],
+    )
+    assert client.get("/v1/files/same.txt", headers=H_READ).status_code == 409
+    one = client.get("/v1/files/same.txt", params={"source": "b"}, headers=H_READ).json()
+    assert one["file"]["state"] == "queued" and [e["state"] for e in one["history"]] == ["queued"]
+    missing = client.get("/v1/files/no/such.txt", headers=H_READ)
+    assert missing.status_code == 404 and missing.json()["error"] == "no such file"
+
+
+def test_events_page_forward_from_a_cursor(client: TestClient, migrated_pg_url: str) -> None:
+    store(migrated_pg_url, [FileEvent.make("queued", source="s", path=f"e{i}") for i in range(5)])
+    newest = client.get("/v1/events", params={"limit": 2}, headers=H_READ).json()
+    assert [e["path"] for e in newest["items"]] == ["e3", "e4"]
+    first = client.get("/v1/events", params={"cursor": "0", "limit": 3}, headers=H_READ).json()
+    assert [e["path"] for e in first["items"]] == ["e0", "e1", "e2"]
+    after = client.get("/v1/events", params={"cursor": first["next_cursor"]}, headers=H_READ).json()
+    assert [e["path"] for e in after["items"]] == ["e3", "e4"]
+    empty = client.get("/v1/events", params={"cursor": after["next_cursor"]}, headers=H_READ).json()
+    assert empty["items"] == [] and empty["next_cursor"] == after["next_cursor"]
+
+
+def test_transfers_show_percent_and_eta_and_workers_show_liveness(client: TestClient, migrated_pg_url: str) -> None:
+    now = time.time()
+    store(
+        migrated_pg_url,
+        [
+            FileEvent.make("started", source="s", path="big.iso", size=1000, worker="w1", created_at=now - 10),
+            FileEvent.make("progress", source="s", path="big.iso", size=1000, bytes_done=250, created_at=now - 5),
+            WorkerHeartbeat(source="s", worker="w1", role="uploader", active=1, capacity=4),
+            WorkerHeartbeat(source="s", worker="old", role="watcher", created_at=now - 3600),
+        ],
+    )
+    t = client.get("/v1/transfers", headers=H_READ).json()["items"][0]
+    assert t["percent"] == 25.0 and t["rate_bytes_per_s"] == 50.0 and t["eta_s"] == 15.0
+    workers = {w["worker"]: w["alive"] for w in client.get("/v1/workers", headers=H_READ).json()["items"]}
+    assert workers == {"w1": True, "old": False}
+
+
+def test_metrics_speak_prometheus_and_need_the_read_token_by_default(client: TestClient, migrated_pg_url: str) -> None:
+    seed_files(migrated_pg_url)
+    assert client.get("/metrics").status_code == 401
+    r = client.get("/metrics", headers=H_READ)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    assert 'skynet_files{source="alpha",state="failed"} ' in r.text
+    assert "# TYPE skynet_api_requests_total counter" in r.text
+
+
+def test_no_secret_appears_in_any_response(client: TestClient, migrated_pg_url: str) -> None:
+    seed_files(migrated_pg_url)
+    paths = [
+        "/healthz",
+        "/readyz",
+        "/v1/status",
+        "/v1/files",
+        "/v1/failures",
+        "/v1/events",
+        "/metrics",
+        "/openapi.json",
+    ]
+    for path in paths:
+        body = client.get(path, headers=H_ADMIN).text
+        for secret in (READ, ADMIN, DB_PASSWORD):
+            assert secret not in body, path
+
+
+# ----------------------------------------------------------------- with the broker
+
+
+def _consume_one(amqp_url: str, queue: str) -> tuple[Any, bytes]:
+    conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        ch = conn.channel()
+        for _ in range(50):
+            method, props, body = ch.basic_get(queue, auto_ack=True)
+            if method is not None:
+                return props, body
+            time.sleep(0.1)
+    finally:
+        conn.close()
+    raise AssertionError(f"nothing in {queue}")
+
+
+def test_status_shows_queue_depths_and_admin_actions_reach_the_broker(amqp_url: str, migrated_pg_url: str) -> None:
+    settings = ApiSettings(
+        database_url=migrated_pg_url,
+        api_token=READ,
+        api_admin_token=ADMIN,
+        amqp_url=amqp_url,
+        api_sources=("cam",),
+        api_queue_cache_s=0,
+    )
+    # An uploader's topology for source "cam", with two dead messages.
+    pub = Publisher(amqp_url, name="test", declare=Topology("cam").declare_all)
+    try:
+        for i in range(2):
+            pub.publish("", dead_queue("cam"), b'{"x": %d}' % i, headers={HEADER_ATTEMPTS: 6, HEADER_REASON: "gave up"})
+    finally:
+        pub.close()
+    with TestClient(create_app(settings)) as c:
+        st = c.get("/v1/status", headers=H_READ).json()
+        assert st["queues"][dead_queue("cam")] == 2 and st["dead_letters"] == 2
+        assert c.get("/readyz").json()["checks"]["broker"]["ok"] is True
+        assert c.post("/v1/admin/requeue-dead", json={"source": "cam"}, headers=H_READ).status_code == 403
+        moved = c.post("/v1/admin/requeue-dead", json={"source": "cam"}, headers=H_ADMIN)
+        assert moved.status_code == 200 and moved.json() == {"moved": 2}
+        props, _ = _consume_one(amqp_url, actions_queue("cam"))
+        assert HEADER_ATTEMPTS not in (props.headers or {})
+        r = c.post("/v1/admin/retry", json={"source": "cam", "path": "a/b.jpg"}, headers=H_ADMIN)
+        assert r.status_code == 202
+        _consume_one(amqp_url, actions_queue("cam"))  # the second requeued message
+        _, body = _consume_one(amqp_url, actions_queue("cam"))
+        action = decode_action(body)
+        assert action.path == "a/b.jpg" and action.force and action.id == r.json()["action_id"]  # type: ignore[union-attr]
+        # Nobody listens for rescans of "cam" yet: the API says so.
+        assert c.post("/v1/admin/rescan", json={"source": "cam"}, headers=H_ADMIN).status_code == 404
+        conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
+        try:
+            ch = conn.channel()
+            q = ch.queue_declare("", exclusive=True).method.queue
+            ch.queue_bind(q, CONTROL_EXCHANGE, "rescan.cam")
+            assert c.post("/v1/admin/rescan", json={"source": "cam"}, headers=H_ADMIN).status_code == 202
+            method, _props, body = ch.basic_get(q, auto_ack=True)
+            assert method is not None and json.loads(body)["source"] == "cam"
+        finally:
+            conn.close()
+        bad = c.post("/v1/admin/retry", json={"source": "cam", "path": "../etc/passwd"}, headers=H_ADMIN)
+        assert bad.status_code == 422 and bad.json()["error"] == "invalid request"
+
+
+# ----------------------------------------------------------------- the whole path, as processes
+
+
+def _sse_events(base: str, token: str, until: str, timeout: float = 30) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    with httpx.stream(
+        "GET", f"{base}/v1/events/stream", params={"cursor": "0", "token": token}, timeout=httpx.Timeout(20.0)
+    ) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                found.append(json.loads(line[6:]))
+                if found[-1]["type"] == until:
+                    return found
+            if time.monotonic() > deadline:
+                break
+    raise AssertionError(f"no {until} in the stream: {[e['type'] for e in found]}")
+
+
+def test_a_file_journey_reaches_the_file_view_the_event_stream_and_failures(
+    amqp_url: str, migrated_pg_url: str, tmp_path: Path
+) -> None:
+    db_url = with_password(migrated_pg_url)
+    notifier = start_notifier(amqp_url, db_url, str(tmp_path / "notifier.log"))
+    api_log = tmp_path / "api.log"
+    api, base = start_api(db_url, str(api_log), SKYNET_API_TOKEN=READ, SKYNET_API_ADMIN_TOKEN=ADMIN)
+    try:
+        t0 = time.time()
+        journey = [
+            FileEvent.make("queued", source="default", path="photos/1.jpg", created_at=t0),
+            FileEvent.make(
+                "started", source="default", path="photos/1.jpg", size=4096, worker="up-1", created_at=t0 + 0.01
+            ),
+            FileEvent.make(
+                "progress", source="default", path="photos/1.jpg", size=4096, bytes_done=2048, created_at=t0 + 0.02
+            ),
+            FileEvent.make(
+                "done",
+                source="default",
+                path="photos/1.jpg",
+                size=4096,
+                checksum="abc",
+                remote="s3://bucket/photos/1.jpg",
+                duration_s=0.03,
+                created_at=t0 + 0.03,
+            ),
+            FileEvent.make(
+                "failed",
+                source="default",
+                path="photos/2.jpg",
+                reason="RemoteRefused: AccessDenied",
+                attempt=1,
+                created_at=t0 + 0.04,
+            ),
+        ]
+        pub = Publisher(amqp_url, name="test", declare=Topology("default").declare_events)
+        try:
+            for e in journey:
+                pub.publish(EVENTS_EXCHANGE, e.type, encode(e), message_id=e.id)
+        finally:
+            pub.close()
+
+        def file_done() -> dict[str, Any] | None:
+            r = httpx.get(f"{base}/v1/files/photos/1.jpg", headers=H_READ)
+            return r.json() if r.status_code == 200 and r.json()["file"]["state"] == "done" else None
+
+        detail = wait_for(file_done, 30, what="photos/1.jpg done")
+        assert isinstance(detail, dict)
+        assert detail["file"]["bytes_done"] == 4096 and detail["file"]["remote"] == "s3://bucket/photos/1.jpg"
+        assert [e["state"] for e in detail["history"]] == ["queued", "started", "progress", "done"]
+
+        streamed = _sse_events(base, READ, until="file.failed.v1")
+        mine = [e["state"] for e in streamed if e["path"] == "photos/1.jpg"]
+        assert mine == ["queued", "started", "progress", "done"]
+
+        failures = httpx.get(f"{base}/v1/failures", headers=H_READ).json()["items"]
+        assert [(f["path"], f["last_error"]) for f in failures] == [("photos/2.jpg", "RemoteRefused: AccessDenied")]
+
+        # Without a token: refused, and the token given in the query string is never logged.
+        assert httpx.get(f"{base}/v1/events/stream").status_code == 401
+        cli = subprocess.run(
+            [sys.executable, "-m", "skynet.api.cli", "status"],
+            env={"SKYNET_DATABASE_URL": db_url, "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert cli.returncode == 0, cli.stderr
+        assert "done" in cli.stdout and "failed" in cli.stdout and DB_PASSWORD not in cli.stdout
+    finally:
+        stop_process(api)
+        stop_process(notifier)
+    logs = api_log.read_text() + (tmp_path / "notifier.log").read_text()
+    assert "GET /v1/events/stream 200" in logs
+    for secret in (READ, ADMIN, DB_PASSWORD):
+        assert secret not in logs
