@@ -8,9 +8,10 @@ placeholder or short secrets are refused.
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
 from skynet.common.messages import SOURCE_PATTERN
 from skynet.common.settings import BaseServiceSettings
@@ -20,12 +21,15 @@ MIN_PRODUCTION_TOKEN = 16
 
 
 class ApiSettings(BaseServiceSettings):
+    # Checks that look at several variables are field validators on the later one (fields are
+    # validated in order), so that an error names one variable and never echoes a secret.
+    production: bool = False
     database_url: SecretStr = SecretStr("postgresql://postgres@localhost:5432/skynet")
     amqp_url: SecretStr | None = None
     amqp_ca_file: str | None = None
     api_token: SecretStr | None = None
     api_admin_token: SecretStr | None = None
-    api_insecure_no_auth: bool = False
+    api_insecure_no_auth: bool = Field(default=False, validate_default=True)
     api_host: str = "0.0.0.0"  # noqa: S104 - a service in a container listens on every interface
     api_port: int = Field(default=8000, ge=1, le=65535)
     api_open_health: bool = True
@@ -34,13 +38,15 @@ class ApiSettings(BaseServiceSettings):
     api_worker_stale_s: float = Field(default=30.0, gt=0)
     api_sources: tuple[str, ...] = ()
     api_queue_cache_s: float = Field(default=5.0, ge=0)
-    production: bool = False
 
     @field_validator("database_url")
     @classmethod
-    def _pg_scheme(cls, value: SecretStr) -> SecretStr:
-        if urlsplit(value.get_secret_value()).scheme not in ("postgres", "postgresql"):
+    def _pg_url(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
+        parts = urlsplit(value.get_secret_value())
+        if parts.scheme not in ("postgres", "postgresql"):
             raise ValueError("must be a postgresql:// URL")
+        if info.data.get("production") and parts.password is not None and parts.password.lower() in PLACEHOLDERS:
+            raise ValueError("has a placeholder password; refused with SKYNET_PRODUCTION=true")
         return value
 
     @field_validator("amqp_url")
@@ -55,8 +61,32 @@ class ApiSettings(BaseServiceSettings):
 
     @field_validator("api_token", "api_admin_token")
     @classmethod
-    def _empty_is_none(cls, value: SecretStr | None) -> SecretStr | None:
-        return None if value is None or not value.get_secret_value() else value
+    def _token(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        secret = value.get_secret_value()
+        if info.data.get("production") and (secret.lower() in PLACEHOLDERS or len(secret) < MIN_PRODUCTION_TOKEN):
+            raise ValueError(
+                f"is a placeholder or shorter than {MIN_PRODUCTION_TOKEN} characters; "
+                "refused with SKYNET_PRODUCTION=true"
+            )
+        other = info.data.get("api_token")
+        if info.field_name == "api_admin_token" and other is not None and other.get_secret_value() == secret:
+            raise ValueError("must differ from SKYNET_API_TOKEN")
+        return value
+
+    @field_validator("api_insecure_no_auth")
+    @classmethod
+    def _auth_configured(cls, value: bool, info: ValidationInfo) -> bool:
+        has_token = info.data.get("api_token") is not None or info.data.get("api_admin_token") is not None
+        if value and info.data.get("production"):
+            raise ValueError("an open API is refused with SKYNET_PRODUCTION=true")
+        if not value and not has_token and "api_token" in info.data and "api_admin_token" in info.data:
+            raise ValueError(
+                "no SKYNET_API_TOKEN or SKYNET_API_ADMIN_TOKEN is set; set one, "
+                "or SKYNET_API_INSECURE_NO_AUTH=true to run an open API on purpose"
+            )
+        return value
 
     @field_validator("api_sources", mode="before")
     @classmethod
@@ -68,43 +98,10 @@ class ApiSettings(BaseServiceSettings):
     @field_validator("api_sources")
     @classmethod
     def _valid_sources(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        import re
-
         bad = [v for v in value if not re.match(SOURCE_PATTERN, v)]
         if bad:
             raise ValueError(f"invalid source names: {', '.join(bad)[:200]}")
         return value
-
-    @model_validator(mode="after")
-    def _auth_configured(self) -> ApiSettings:
-        if self.api_token is None and self.api_admin_token is None and not self.api_insecure_no_auth:
-            raise ValueError(
-                "no SKYNET_API_TOKEN or SKYNET_API_ADMIN_TOKEN is set; set one, "
-                "or SKYNET_API_INSECURE_NO_AUTH=true to run an open API on purpose"
-            )
-        if self.production:
-            tokens = (("SKYNET_API_TOKEN", self.api_token), ("SKYNET_API_ADMIN_TOKEN", self.api_admin_token))
-            for name, secret in tokens:
-                if secret is None:
-                    continue
-                value = secret.get_secret_value()
-                if value.lower() in PLACEHOLDERS or len(value) < MIN_PRODUCTION_TOKEN:
-                    raise ValueError(
-                        f"{name} is a placeholder or shorter than {MIN_PRODUCTION_TOKEN} characters; "
-                        "refused with SKYNET_PRODUCTION=true"
-                    )
-            password = urlsplit(self.database_url.get_secret_value()).password
-            if password is not None and password.lower() in PLACEHOLDERS:
-                raise ValueError("SKYNET_DATABASE_URL has a placeholder password; refused with SKYNET_PRODUCTION=true")
-            if self.api_insecure_no_auth:
-                raise ValueError("SKYNET_API_INSECURE_NO_AUTH=true is refused with SKYNET_PRODUCTION=true")
-        if (
-            self.api_token is not None
-            and self.api_admin_token is not None
-            and self.api_token.get_secret_value() == self.api_admin_token.get_secret_value()
-        ):
-            raise ValueError("SKYNET_API_TOKEN and SKYNET_API_ADMIN_TOKEN must differ")
-        return self
 
     def secrets(self) -> list[str]:
         """Every secret value, for the log redaction filter."""
