@@ -184,7 +184,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
     st.run("config", "--quiet", timeout=60)
     build_env = dict(os.environ, COMPOSE_PARALLEL_LIMIT="1")
-    subprocess.run(["nice", "-n", "10", *st.cmd("build")], check=True, timeout=1200, env=build_env)
+    build = subprocess.run(
+        ["nice", "-n", "10", *st.cmd("build")], capture_output=True, text=True, timeout=1200, env=build_env
+    )
+    assert build.returncode == 0, f"compose build failed:\n{build.stdout[-3000:]}\n{build.stderr[-3000:]}"
     try:
         st.run("up", "--detach", timeout=600)
         wait_for(st.all_healthy, timeout=240, interval=2, what="every service running and healthy")
@@ -310,10 +313,10 @@ def test_the_compose_stack_mirrors_a_folder_scales_out_and_survives_a_killed_upl
             out.write(chunk)
     big.chmod(0o644)
     holder = wait_for(
-        lambda: _container_reading(stack, "/data/big/survivor.bin"),
+        lambda: _uploading("big/survivor.bin", stack),
         timeout=120,
         interval=0.2,
-        what="an uploader to open the big file",
+        what="an uploader to report the big file in /v1/transfers",
     )
     assert "big/survivor.bin" not in _bucket(stack), "the upload finished before the kill: raise SKYNET_COMPOSE_BIG_MIB"
     subprocess.run(["docker", "kill", str(holder)], check=True, capture_output=True, timeout=60)
@@ -369,10 +372,13 @@ def _files_done(stack: Stack, containers: list[str]) -> dict[str, int]:
     return done
 
 
-def _container_reading(stack: Stack, path: str) -> str | None:
-    """The uploader container whose process has ``path`` open right now."""
-    script = f'for fd in /proc/[0-9]*/fd/*; do [ "$(readlink "$fd")" = "{path}" ] && exit 0; done; exit 1'
-    for container in stack.running("uploader"):
-        if _ok(["docker", "exec", container["ID"], "sh", "-c", script], timeout=20):
-            return str(container["ID"])
+def _uploading(path: str, stack: Stack) -> str | None:
+    """The uploader container that /v1/transfers shows moving ``path`` right now (under half done)."""
+    page = _api(stack, "/v1/transfers") or {"items": []}
+    for transfer in page["items"]:
+        if transfer["path"] != path or (transfer.get("percent") or 0) > 50:
+            continue
+        for container in stack.running("uploader"):
+            if container["ID"][:12] in (transfer.get("worker") or ""):
+                return str(container["ID"])
     return None
