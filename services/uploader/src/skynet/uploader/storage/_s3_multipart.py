@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from skynet.common.errors import LocalFileError
+from skynet.common.errors import LocalFileError, TransientError
 from skynet.common.messages import Generation
 
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ def read_part(local_file: str, part: Part) -> bytes:
     except OSError as exc:
         raise LocalFileError(f"cannot read {local_file}: {exc.strerror or exc}") from exc
     if len(data) != part.length:
-        raise LocalFileError(f"{local_file} shrank while being uploaded")
+        raise TransientError(f"{local_file} shrank while being uploaded; it will be tried again")
     return data
 
 

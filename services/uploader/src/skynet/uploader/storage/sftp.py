@@ -138,7 +138,30 @@ class SftpBackend(Backend):
 
     def _rel(self, remote: str) -> str:
         root = self._remote("")
-        return remote[len(root) :].lstrip("/") if root != "." else remote
+        if root == ".":
+            return remote[2:] if remote.startswith("./") else remote
+        return remote[len(root) :].lstrip("/")
+
+    @staticmethod
+    def _replace(sftp: paramiko.SFTPClient, src: str, dst: str) -> None:
+        """Rename ``src`` over ``dst`` atomically (posix-rename@openssh.com).
+
+        A server without that extension gets a plain rename, after removing ``dst`` if needed.
+        """
+        try:
+            sftp.posix_rename(src, dst)
+            return
+        except OSError as exc:
+            if exc.errno is not None:
+                raise
+            log.debug("posix-rename failed (%s); falling back to rename", exc)
+        try:
+            sftp.rename(src, dst)
+        except OSError as exc:
+            if exc.errno is not None:
+                raise
+            sftp.remove(dst)
+            sftp.rename(src, dst)
 
     def _mkdirs(self, sftp: paramiko.SFTPClient, folder: str) -> None:
         if folder in self._dirs or folder in ("", "/", "."):
@@ -201,7 +224,7 @@ class SftpBackend(Backend):
             sent = self._send(sftp, src, partial, offset, guard_progress(progress))
             mtime = generation.mtime_ns // 10**9
             sftp.utime(partial, (mtime, mtime))
-            sftp.posix_rename(partial, remote)
+            self._replace(sftp, partial, remote)
         except CallbackError as exc:
             raise exc.original from None
         except SkynetError:
@@ -278,7 +301,7 @@ class SftpBackend(Backend):
         try:
             sftp = self._client()
             self._mkdirs(sftp, posixpath.dirname(rdst))
-            sftp.posix_rename(rsrc, rdst)
+            self._replace(sftp, rsrc, rdst)
         except FileNotFoundError as exc:
             raise RemoteRefused(f"cannot move {src!r}: it is not on the target") from exc
         except Exception as exc:
