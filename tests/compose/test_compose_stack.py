@@ -339,7 +339,25 @@ def test_the_compose_stack_mirrors_a_folder_scales_out_and_survives_a_killed_upl
         what="the big file done in the API",
     )
 
-    # 4. Down, cleanly: nothing of the project is left.
+    # 4. The development credentials are refused once SKYNET_PRODUCTION is on.
+    refused = stack.run(
+        "run",
+        "--rm",
+        "--no-deps",
+        "-e",
+        "SKYNET_PRODUCTION=true",
+        "-e",
+        "SKYNET_API_TOKEN=changeme",
+        "-e",
+        "SKYNET_API_ADMIN_TOKEN=changethis",
+        "api",
+        timeout=120,
+        check=False,
+    )
+    assert refused.returncode != 0, "the API started with placeholder tokens and SKYNET_PRODUCTION=true"
+    assert "SKYNET_API_TOKEN" in refused.stdout + refused.stderr
+
+    # 5. Down, cleanly: nothing of the project is left.
     result = stack.run("down", "--volumes", "--remove-orphans", "--timeout", "20", timeout=300)
     assert result.returncode == 0
     label = f"label=com.docker.compose.project={stack.project}"
