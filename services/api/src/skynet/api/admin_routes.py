@@ -23,7 +23,7 @@ def _amqp(request: Request) -> str:
 
 def admin_router() -> APIRouter:
     router = APIRouter(prefix="/v1/admin", tags=["admin"])
-    errs = responses(401, 403, 404, 422, 503)
+    errs = responses(400, 401, 403, 404, 422, 503)
 
     @router.post(
         "/retry", response_model=RetryResult, status_code=202, responses=errs, summary="Upload a file again, now"

@@ -41,6 +41,7 @@ def _json(status: int, error: str, detail: Any = None, headers: dict[str, str] |
 def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for the error responses a route may give."""
     text = {
+        400: "the body is not JSON",
         401: "missing or unknown token",
         403: "this token may not do that",
         404: "not found",

@@ -27,6 +27,7 @@ from skynet.api.settings import ApiSettings
 from skynet.common.messages import SOURCE_PATTERN
 
 NO_NUL = r"^[^\x00]*$"
+ERROR_REF = {"$ref": "#/components/schemas/Error"}
 SourceQ = Annotated[str | None, Query(pattern=SOURCE_PATTERN, description="only this source")]
 LimitQ = Annotated[int, Query(ge=1, le=1000, description="page size")]
 CursorQ = Annotated[str | None, Query(max_length=20_000, pattern=r"^[A-Za-z0-9_-]*$", description="next_cursor")]
@@ -177,7 +178,14 @@ def metrics_router() -> APIRouter:
     @router.get(
         "/metrics",
         response_class=PlainTextResponse,
-        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}, **responses(401, 503)},
+        responses={
+            200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
+            # Errors stay JSON; explicit content, since the route's class would label them text/plain.
+            **{
+                code: {"description": d, "content": {"application/json": {"schema": ERROR_REF}}}
+                for code, d in ((401, "missing or unknown token"), (503, "database unavailable"))
+            },
+        },
         summary="Prometheus metrics",
     )
     def get_metrics(request: Request) -> Response:
