@@ -199,3 +199,44 @@ def test_a_killed_sftp_upload_is_resumed_from_its_partial_file(sftp_server: sftp
         check_resume(remote, local, digest, t.settings, tmp_path, held, sftp_mod.WRITE_CHUNK)
     finally:
         proxy.close()
+
+
+OUTAGE_SIZE = 64 * MiB
+
+
+@pytest.mark.parametrize("kind", ["sftp", "s3"])
+def test_an_upload_cut_by_a_network_outage_resumes_once_the_link_is_back(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    from skynet.common.errors import RemoteUnavailable
+
+    if kind == "sftp":
+        server = request.getfixturevalue("sftp_server")
+        proxy = TcpProxy(server.host, server.port).start()
+        remote = sftp_remote(sftp_fx.make_target(server, via=proxy), proxy)
+    else:
+        server = request.getfixturevalue("s3_server")
+        request.getfixturevalue("aws_credentials")
+        proxy = TcpProxy(server.host, server.port).start()
+        remote = s3_remote(s3_fx.make_target(server, f"http://{proxy.host}:{proxy.port}"), proxy)
+    try:
+        local = tmp_path / "outage.bin"
+        digest = big_file(local, OUTAGE_SIZE)
+        gen = generation_of(local)
+        backend = remote.open()
+
+        def cut_half_way(done: int) -> None:
+            if done >= OUTAGE_SIZE // 2:
+                proxy.cut()
+
+        with pytest.raises(RemoteUnavailable):
+            backend.upload("outage.bin", str(local), gen, cut_half_way)
+        proxy.restore()
+        result = backend.upload("outage.bin", str(local), gen, lambda n: None)  # the same backend reconnects
+        backend.close()
+
+        assert result.resumed_from >= OUTAGE_SIZE // 2 - 8 * MiB
+        assert sha256_of(remote.read("outage.bin")) == digest
+        assert remote.leftovers() == []
+    finally:
+        proxy.close()

@@ -118,6 +118,12 @@ class SftpBackend(Backend):
 
     def _fail(self, exc: BaseException, what: str) -> SkynetError:
         err = classify(exc, what)
+        if not isinstance(err, RemoteUnavailable) and not isinstance(exc, SkynetError):
+            # A bare OSError may be the server saying no, or paramiko saying the channel died
+            # under us ("Socket is closed"): a dead connection means "unavailable".
+            alive = self._transport is not None and self._transport.is_active()
+            if not alive or (self._sftp is not None and self._sftp.get_channel().closed):  # type: ignore[union-attr]
+                err = RemoteUnavailable(f"{what}: connection lost ({exc})")
         if isinstance(err, RemoteUnavailable):
             self.close()  # the next call reconnects
         return err
