@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.sftp_server",
     "tests.fixtures.s3_server",
     "tests.fixtures.postgres",
+    "tests.fixtures.stack",
 ]

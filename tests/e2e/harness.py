@@ -39,7 +39,36 @@ class RemoteView(Protocol):
     def read(self, rel: str) -> bytes | None: ...
 
 
+_HASH_CACHE: dict[tuple[str, int, int, int], str] = {}
+
+
+class NoRemote:
+    """For tests of the watcher alone: no uploader, nothing to look at on a remote."""
+
+    def env(self) -> dict[str, str]:
+        return {}
+
+    def snapshot(self) -> dict[str, str]:
+        return {}
+
+    def partials(self) -> list[str]:
+        return []
+
+    def read(self, rel: str) -> bytes | None:
+        return None
+
+
 def sha256_file(path: Path) -> str:
+    """SHA-256 of a file, cached by (path, size, mtime, inode) so polling a large tree stays cheap."""
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+    cached = _HASH_CACHE.get(key)
+    if cached is None:
+        cached = _HASH_CACHE[key] = _sha256_uncached(path)
+    return cached
+
+
+def _sha256_uncached(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

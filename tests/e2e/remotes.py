@@ -52,6 +52,9 @@ class SftpRemote:
             return None
 
 
+_S3_CACHE: dict[tuple[str, str, int], str] = {}
+
+
 @dataclass
 class S3Remote:
     t: S3Target
@@ -61,23 +64,27 @@ class S3Remote:
         env.update({"SKYNET_TARGET": self.t.target, "SKYNET_S3_ENDPOINT_URL": str(self.t.settings.s3_endpoint_url)})
         return env
 
-    def _keys(self) -> list[str]:
-        keys: list[str] = []
+    def _objects(self) -> list[tuple[str, str, int]]:
+        out: list[tuple[str, str, int]] = []
         paginator = self.t.client.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.t.bucket, Prefix=self.t.prefix + "/"):
-            keys.extend(o["Key"] for o in page.get("Contents", []))
-        return keys
+            out.extend((o["Key"], o["ETag"], o["Size"]) for o in page.get("Contents", []))
+        return out
 
     def snapshot(self) -> dict[str, str]:
         snap = {}
         base = self.t.prefix + "/"
-        for key in self._keys():
+        for key, etag, size in self._objects():
             rel = key[len(base) :]
             if rel.startswith(".skynet/"):
                 continue
-            body = self.read(rel)
-            if body is not None:
-                snap[rel] = hashlib.sha256(body).hexdigest()
+            cached = _S3_CACHE.get((key, etag, size))
+            if cached is None:
+                body = self.read(rel)
+                if body is None:
+                    continue
+                cached = _S3_CACHE[(key, etag, size)] = hashlib.sha256(body).hexdigest()
+            snap[rel] = cached
         return snap
 
     def partials(self) -> list[str]:

@@ -149,6 +149,7 @@ class FileEvent(_Message):
     remote: str | None = Field(default=None, max_length=8192)
     src: str | None = None  # for moves
     attempt: int | None = Field(default=None, ge=0)
+    resumed_from: int | None = Field(default=None, ge=0)  # bytes already on the remote and reused
     reason: str | None = Field(default=None, max_length=4000)
     action_id: str | None = Field(default=None, max_length=64)
 

@@ -6,10 +6,11 @@ sharing). Every outcome is also told as lifecycle events, which never block the 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from skynet.common.broker import ACK, Delivery, Outcome
@@ -45,6 +46,12 @@ class Counters:
             self.active += active
 
 
+@dataclass
+class _PathLock:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    users: int = 0
+
+
 class Reconciler:
     def __init__(
         self,
@@ -71,8 +78,24 @@ class Reconciler:
         self._lock = threading.Lock()
         self.counters = Counters()
         self._requeues: dict[str, int] = {}
+        self._path_locks: dict[str, _PathLock] = {}
 
     # ------------------------------------------------------------------ plumbing
+
+    @contextlib.contextmanager
+    def _path_lock(self, path: str) -> Iterator[None]:
+        """One transfer per path at a time in this process (replicas reconcile, see DESIGN.md)."""
+        with self._lock:
+            entry = self._path_locks.setdefault(path, _PathLock())
+            entry.users += 1
+        try:
+            with entry.lock:
+                yield
+        finally:
+            with self._lock:
+                entry.users -= 1
+                if entry.users == 0:
+                    self._path_locks.pop(path, None)
 
     def backend(self) -> Backend:
         b: Backend | None = getattr(self._local, "backend", None)
@@ -197,11 +220,14 @@ class Reconciler:
                 self.event("progress", path, size=gen.size, bytes_done=done)
 
         try:
-            result = backend.upload(path, self.folder.path(path), gen, progress)
-        except LocalFileError:
-            # Vanished or changed while being read: look again rather than fail.
+            with self._path_lock(path):
+                result = backend.upload(path, self.folder.path(path), gen, progress)
+        except (LocalFileError, PermanentError) as exc:
+            # If the file changed meanwhile, the failure says nothing about the new version (a
+            # replica handling the newer one may even have discarded our partial): look again.
             after = self.folder.generation(path)
             if after != gen:
+                log.info("%r changed while being uploaded (%s); looking again", path, exc.reason)
                 return False
             raise
         self.counters.add(sent=result.bytes_sent)
@@ -215,6 +241,7 @@ class Reconciler:
             path,
             size=gen.size,
             bytes_done=result.bytes_sent,
+            resumed_from=result.resumed_from or None,
             duration_s=round(time.monotonic() - started, 4),
             checksum=result.checksum,
             remote=backend.describe(path),

@@ -15,6 +15,7 @@ class Pending:
     first_seen: float
     last_event: float
     writing: bool = False
+    closed_seen: bool = False  # a close-after-write was seen: no need to ask who has it open
     snapshot: tuple[int, int] | None = None  # (size, mtime_ns) at the last check, for polling mode
     not_before: float = 0.0
 
@@ -47,6 +48,8 @@ class Coalescer:
         entry.last_event = now
         if writing is not None:
             entry.writing = writing
+            if not writing:
+                entry.closed_seen = True
         return new
 
     def postpone(self, path: str, until: float) -> None:

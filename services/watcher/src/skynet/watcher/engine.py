@@ -27,10 +27,12 @@ from skynet.watcher.observer import RawEvent
 from skynet.watcher.scanner import GenTuple, Skipped, gen_of, walk
 from skynet.watcher.settings import WatcherSettings
 from skynet.watcher.store import Action, Store
+from skynet.watcher.writers import open_for_writing
 
 log = logging.getLogger(__name__)
 
 EmitFn = Callable[[FileEvent], None]
+QUIET_ENOUGH_NS = 60 * 1_000_000_000  # a file found by a scan, unmodified this long, is published at once
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,11 @@ class Engine:
             except queue.Empty:
                 pass
             now = self.clock()
-            for path in self.coalescer.due(now):
+            due = self.coalescer.due(now)
+            if due:
+                held = self._hold_open_files(due, now)
+                due = [p for p in due if p not in held]
+            for path in due:
                 self._check(path, now)
             self._flush()
             if next_root_check <= now:
@@ -274,6 +280,29 @@ class Engine:
             self.wake_pump()
 
     # ------------------------------------------------------------------ the stability gate
+
+    def _hold_open_files(self, due: list[str], now: float) -> set[str]:
+        """Files we never saw closed, that a process still has open for writing, wait longer."""
+        held: set[str] = set()
+        if self.polling:
+            return held
+        unknown: dict[tuple[int, int], str] = {}
+        for rel in due:
+            entry = self.coalescer.get(rel)
+            if entry is None or entry.closed_seen or entry.writing:
+                continue
+            try:
+                st = os.lstat(local_path(self.root, rel))
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                unknown[(st.st_dev, st.st_ino)] = rel
+        for key in open_for_writing(self.root, set(unknown)):
+            rel = unknown[key]
+            log.debug("%r is still open for writing: waiting for its close", rel)
+            self.coalescer.touch(rel, now, writing=True)
+            held.add(rel)
+        return held
 
     def _check(self, rel: str, now: float) -> None:
         entry = self.coalescer.get(rel)
@@ -447,8 +476,9 @@ class Engine:
             if self.index.get(rel) == gen or rel in self.coalescer:
                 continue
             age = wall - gen[1]
-            if age >= settle_ns and not self.polling:
-                # Quiet for longer than the settle period already: no need to wait again.
+            if age >= max(settle_ns, QUIET_ENOUGH_NS) and not self.polling:
+                # Untouched for long: no need to wait again. (Younger files go through the gate,
+                # which also asks whether someone still has them open for writing.)
                 self.index[rel] = gen
                 self._pending_actions.append((rel, PathChanged(source=self.source, path=rel, generation=_gen(gen))))
                 self._pending_index_set.append((rel, _gen(gen)))

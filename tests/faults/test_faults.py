@@ -1,0 +1,291 @@
+"""Issue 3: crash-proof transfers, shown by breaking things on purpose.
+
+Every case ends with the remote equal to the local folder (paths and SHA-256) and records a row
+(fault, files, bytes sent, bytes re-sent, lost) in the table printed at the end of the run.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pika
+import pytest
+
+from skynet.common.admin import requeue_dead
+from skynet.common.topology import HEADER_ATTEMPTS, HEADER_REASON, dead_queue
+from skynet.uploader.storage._s3_multipart import part_size_for
+from skynet.uploader.storage.sftp import WRITE_CHUNK
+from tests.e2e.harness import EventTap, RemoteView, Stack
+from tests.e2e.remotes import S3Remote, SftpRemote
+from tests.faults.conftest import FaultReport
+from tests.fixtures.broker import PrivateBroker
+from tests.fixtures.common import wait_for
+from tests.fixtures.s3_server import S3Server, make_target
+from tests.fixtures.sftp_server import SftpTarget
+from tests.fixtures.tcp_proxy import TcpProxy
+
+MiB = 1024 * 1024
+BIG = int(os.environ.get("SKYNET_TEST_BIG_MIB", "512")) * MiB
+
+
+def write_random(path: Path, size: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            n = min(left, 8 * MiB)
+            f.write(os.urandom(n))
+            left -= n
+
+
+def remote_bytes_in_flight(remote: RemoteView) -> int:
+    """Bytes of unfinished uploads held by the remote (SFTP partial files; S3 open multipart parts)."""
+    if isinstance(remote, SftpRemote):
+        total = 0
+        for dirpath, _d, files in os.walk(remote.t.local_dir):
+            total += sum(os.path.getsize(Path(dirpath, f)) for f in files if f.endswith(".skynet-partial"))
+        return total
+    assert isinstance(remote, S3Remote)
+    client, bucket = remote.t.client, remote.t.bucket
+    total = 0
+    for up in client.list_multipart_uploads(Bucket=bucket).get("Uploads", []):
+        parts = client.list_parts(Bucket=bucket, Key=up["Key"], UploadId=up["UploadId"]).get("Parts", [])
+        total += sum(p["Size"] for p in parts)
+    return total
+
+
+def dead_letters(url: str, source: str = "default") -> list[tuple[bytes, dict[str, object]]]:
+    conn = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        ch = conn.channel()
+        out = []
+        while True:
+            try:
+                method, props, body = ch.basic_get(dead_queue(source), auto_ack=False)
+            except pika.exceptions.ChannelClosedByBroker:
+                return out  # not declared yet: nothing dead
+
+            if method is None:
+                return out
+            out.append((body, dict(props.headers or {})))
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def progress_tap(amqp_url: str) -> Iterator[EventTap]:
+    t = EventTap(amqp_url, keys=("file.#", "worker.#", "progress.#")).start()
+    yield t
+    t.stop()
+
+
+# ----------------------------------------------------------------------------- 1. SIGKILL mid-upload
+
+
+def test_an_uploader_killed_mid_upload_is_finished_by_another_from_where_it_stopped(
+    stack: Stack, progress_tap: EventTap, remote: RemoteView, report: FaultReport
+) -> None:
+    stack.start("watcher")
+    first = stack.start("uploader", "uploader-first")
+    write_random(stack.watch / "huge.bin", BIG)
+
+    def far_enough() -> bool:
+        done = [int(e.get("bytes_done") or 0) for e in progress_tap.of("progress", "huge.bin")]
+        return bool(done) and max(done) >= BIG * 0.4
+
+    wait_for(far_enough, 300, interval=0.05, what="the upload to pass 40%")
+    first.kill(signal.SIGKILL)
+    time.sleep(1)
+    held_at_kill = remote_bytes_in_flight(remote)
+    assert held_at_kill > 0, "nothing of the interrupted upload was left to resume from"
+
+    stack.start("uploader", "uploader-second")
+    stack.wait_mirror(300)
+    done = progress_tap.of("done", "huge.bin")
+    assert done, "no done event for the big file"
+    resumed_from = int(done[-1].get("resumed_from") or 0)
+    sent_by_second = int(done[-1].get("bytes_done") or 0)
+    unit = WRITE_CHUNK if isinstance(remote, SftpRemote) else part_size_for(BIG)
+    resent = held_at_kill - resumed_from
+    kind = "sftp" if isinstance(remote, SftpRemote) else "s3"
+    report.row(f"SIGKILL uploader mid {BIG // MiB} MiB upload ({kind})", 1, held_at_kill + sent_by_second, resent, 0)
+    assert resumed_from > 0, "the second uploader started from zero"
+    assert resent <= 2 * unit, f"re-sent {resent} bytes; at most two {unit}-byte units allowed"
+    assert sent_by_second <= BIG - resumed_from
+    assert remote_bytes_in_flight(remote) == 0 and not remote.partials(), "orphaned partial/multipart left"
+
+
+# ----------------------------------------------------------------------------- 2. broker restart
+
+
+def test_every_file_arrives_intact_when_rabbitmq_restarts_mid_flow(
+    tmp_path: Path, private_broker: PrivateBroker, sftp_target: SftpTarget, report: FaultReport
+) -> None:
+    stack = Stack(tmp_path, private_broker.url, SftpRemote(sftp_target))
+    try:
+        stack.start("watcher")
+        stack.start("uploader", "uploader-a")
+        stack.start("uploader", "uploader-b")
+        for i in range(1000):
+            (stack.watch / f"d{i % 10}" / f"f{i:04}.dat").parent.mkdir(exist_ok=True)
+            (stack.watch / f"d{i % 10}" / f"f{i:04}.dat").write_bytes(os.urandom(4096))
+            if i == 400:
+                threading.Thread(target=private_broker.restart, kwargs={"down_for": 5}).start()
+        snap = stack.wait_mirror(240)
+        report.row("RabbitMQ restarted while 1,000 files flow", len(snap), len(snap) * 4096, 0, 0)
+        assert not dead_letters(private_broker.url), "a transient broker restart dead-lettered messages"
+    finally:
+        stack.stop_all()
+
+
+# ----------------------------------------------------------------------------- 3. remote outages
+
+
+def _outage_run(stack: Stack, cut: object, restore: object, report: FaultReport, label: str, tap: EventTap) -> None:
+    stack.start("watcher")
+    stack.start("uploader", "uploader-a")
+    stack.start("uploader", "uploader-b")
+    for i in range(50):
+        (stack.watch / f"before-{i}.txt").write_text(f"before {i}")
+    stack.wait_mirror(60)
+    mark = tap.mark()
+    cut()  # type: ignore[operator]
+    for i in range(50):
+        (stack.watch / f"during-{i}.txt").write_text(f"during the outage {i}")
+    time.sleep(30)
+    restore()  # type: ignore[operator]
+    snap = stack.wait_mirror(180)
+    failed = tap.since(mark, lambda e: e.get("state") == "failed")
+    report.row(label, len(snap), 0, 0, 0)
+    assert not dead_letters(stack.amqp_url), "a transient outage dead-lettered messages"
+    assert len(failed) <= 10, f"{len(failed)} failures during a 30 s outage: a storm of retries"
+    assert all(p.alive() for p in stack.procs), stack.tail_logs()
+
+
+def test_uploaders_wait_out_an_sftp_server_outage_and_finish(
+    tmp_path: Path, amqp_url: str, sftp_target: SftpTarget, tap: EventTap, report: FaultReport
+) -> None:
+    stack = Stack(tmp_path, amqp_url, SftpRemote(sftp_target))
+    try:
+        _outage_run(stack, sftp_target.server.stop, sftp_target.server.start, report, "SFTP server down 30 s", tap)
+    finally:
+        stack.stop_all()
+
+
+def test_uploaders_wait_out_an_s3_server_outage_and_finish(
+    tmp_path: Path, amqp_url: str, s3_server: S3Server, aws_credentials: None, tap: EventTap, report: FaultReport
+) -> None:
+    host, port = s3_server.endpoint_url.rsplit("/", 1)[-1].split(":")
+    proxy = TcpProxy(host, int(port)).start()
+    try:
+        target = make_target(s3_server, endpoint_url=f"http://127.0.0.1:{proxy.port}")
+        stack = Stack(tmp_path, amqp_url, S3Remote(target))
+        try:
+            _outage_run(stack, proxy.cut, proxy.restore, report, "S3 server unreachable 30 s", tap)
+        finally:
+            stack.stop_all()
+    finally:
+        proxy.close()
+
+
+# ----------------------------------------------------------------------------- 4. replicas and rewrites
+
+
+@pytest.mark.parametrize("replicas", [2, 4])
+def test_replicas_racing_on_rewrites_leave_the_newest_version_of_every_file(
+    tmp_path: Path, amqp_url: str, sftp_target: SftpTarget, replicas: int, report: FaultReport
+) -> None:
+    stack = Stack(tmp_path, amqp_url, SftpRemote(sftp_target), settle_ms=100)
+    try:
+        stack.start("watcher")
+        for r in range(replicas):
+            stack.start("uploader", f"uploader-{r}", SKYNET_CONCURRENCY="2")
+        rng = random.Random(replicas)
+        deadline = time.monotonic() + 15
+        writes = 0
+        while time.monotonic() < deadline:
+            i = rng.randrange(20)
+            size = rng.choice([10, 5000, 300_000])
+            (stack.watch / f"hot-{i:02}.bin").write_bytes(f"v{writes}:".encode() + os.urandom(size))
+            writes += 1
+            time.sleep(rng.choice([0.0, 0.01, 0.05, 0.2]))
+        snap = stack.wait_mirror(120)
+        report.row(f"{replicas} replicas, {writes} rewrites of 20 files", len(snap), 0, 0, 0)
+        assert len(snap) == 20
+    finally:
+        stack.stop_all()
+
+
+# ----------------------------------------------------------------------------- 5. watcher killed in a burst
+
+
+def test_a_watcher_killed_during_a_burst_of_new_files_publishes_each_once_after_restart(
+    tmp_path: Path, amqp_url: str, sftp_target: SftpTarget, tap: EventTap, report: FaultReport
+) -> None:
+    stack = Stack(tmp_path, amqp_url, SftpRemote(sftp_target))
+    try:
+        watcher = stack.start("watcher")
+        stack.start("uploader", "uploader-a")
+        stack.start("uploader", "uploader-b")
+        time.sleep(1)
+        for i in range(1000):
+            (stack.watch / f"burst-{i:04}.txt").write_text(f"file {i}")
+            if i == 500:
+                watcher.kill(signal.SIGKILL)
+        stack.start("watcher", "watcher-again")
+        snap = stack.wait_mirror(180)
+        time.sleep(2)
+        deliveries = Counter(
+            e["path"]
+            for e in tap.events
+            if e.get("state") in ("started", "skipped") and e.get("path", "").startswith("burst-")
+        )
+        assert set(deliveries) == set(snap), "some file was never handled by an uploader"
+        twice = sum(n - 1 for n in deliveries.values())
+        report.row("watcher SIGKILLed in a burst of 1,000 new files", len(snap), 0, 0, 1000 - len(snap))
+        assert max(deliveries.values()) <= 2, f"a file was published {max(deliveries.values())} times"
+        assert twice <= 500, f"{twice} files were published twice: more than one unconfirmed outbox batch"
+    finally:
+        stack.stop_all()
+
+
+# ----------------------------------------------------------------------------- 6. dead letters and requeue
+
+
+def test_a_message_that_cannot_succeed_is_dead_lettered_with_its_reason_and_requeued_after_the_fix(
+    tmp_path: Path, amqp_url: str, sftp_target: SftpTarget, tap: EventTap, report: FaultReport
+) -> None:
+    stack = Stack(tmp_path, amqp_url, SftpRemote(sftp_target), extra_env={"SKYNET_MAX_ATTEMPTS": "3"})
+    try:
+        # The target refuses the path: a file sits on the remote where a folder is needed.
+        sftp_target.local_dir.mkdir(parents=True, exist_ok=True)
+        (sftp_target.local_dir / "blocked").write_text("a file where skynet needs a folder")
+        stack.start("watcher")
+        stack.start("uploader")
+        (stack.watch / "fine.txt").write_text("this one is fine")
+        (stack.watch / "blocked").mkdir()
+        (stack.watch / "blocked" / "inside.txt").write_text("cannot be written until the remote is fixed")
+        dead = wait_for(lambda: dead_letters(amqp_url), 60, what="the message in the dead-letter queue")
+        assert isinstance(dead, list) and len(dead) == 1
+        body, headers = dead[0]
+        assert b"blocked/inside.txt" in body
+        assert "not a folder" in str(headers.get(HEADER_REASON)), headers
+        assert int(str(headers.get(HEADER_ATTEMPTS))) >= 1
+        assert (sftp_target.local_dir / "fine.txt").exists(), "one bad file held up the others"
+        failed = tap.of("failed", "blocked/inside.txt")
+        assert failed and "not a folder" in str(failed[-1].get("reason"))
+
+        (sftp_target.local_dir / "blocked").unlink()  # the operator fixes the remote
+        assert requeue_dead(amqp_url, "default") == 1
+        snap = stack.wait_mirror(60)
+        report.row("dead-lettered, fixed, requeued", len(snap), 0, 0, 0)
+        assert not dead_letters(amqp_url)
+    finally:
+        stack.stop_all()
