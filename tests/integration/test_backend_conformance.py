@@ -7,6 +7,7 @@ in-process twin the unit tests use.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,7 @@ from tests.fixtures import s3_server as s3_fx
 from tests.fixtures import sftp_server as sftp_fx
 from tests.fixtures.storage_remotes import (
     Remote,
+    folder_digest,
     folder_leftovers,
     folder_reader,
     generation_of,
@@ -52,10 +54,15 @@ def remote(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Remote]:
             f = store.files.get(rel)
             return f.data if f else None
 
+        def mem_digest(rel: str) -> str | None:
+            data = mem_read(rel)
+            return hashlib.sha256(data).hexdigest() if data is not None else None
+
         yield Remote(
             "memory",
             open=lambda: MemoryBackend(store),
             read=mem_read,
+            digest=mem_digest,
             leftovers=lambda: [f"{p}@{tag}" for p, tag in store.partials],
             cut=lambda: set_unavailable(True),
             restore=lambda: set_unavailable(False),
@@ -68,6 +75,7 @@ def remote(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Remote]:
             "file",
             open=lambda: LocalBackend(str(base)),
             read=folder_reader(base),
+            digest=folder_digest(base),
             leftovers=folder_leftovers(base),
             cut=lambda: base.rename(hidden),
             restore=lambda: hidden.rename(base),

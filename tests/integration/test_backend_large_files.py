@@ -25,7 +25,7 @@ LARGE_FILE_MIB = int(os.environ.get("SKYNET_TEST_LARGE_MIB", "1024"))
 RSS_LIMIT_MIB = 200
 
 CHILD = """
-import json, resource, sys
+import json, sys
 from skynet.common.messages import Generation
 from skynet.uploader.storage.config import BackendSettings
 from skynet.uploader.storage.registry import open_backend
@@ -33,7 +33,9 @@ args = json.loads(sys.argv[1])
 backend = open_backend(args["target"], BackendSettings(**args["settings"]))
 calls = []
 result = backend.upload(args["path"], args["local"], Generation(**args["generation"]), calls.append)
-print(json.dumps({"rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+# VmHWM, not ru_maxrss: the latter starts at the parent's peak on Linux (inherited through fork)
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0].split()[1]
+print(json.dumps({"rss_mib": int(hwm) / 1024,
                   "sent": result.bytes_sent, "progress_calls": len(calls)}))
 """
 

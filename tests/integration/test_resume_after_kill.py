@@ -103,10 +103,6 @@ def kill_mid_upload(remote: Remote, rel: str, local: Path, settings: BackendSett
     return confirmed
 
 
-def sha256_of(data: bytes | None) -> str | None:
-    return hashlib.sha256(data).hexdigest() if data is not None else None
-
-
 REPORT: list[str] = []
 
 
@@ -158,7 +154,7 @@ def check_resume(
     assert 0 <= resent <= 2 * unit, f"re-sent {resent} bytes of what the remote held (limit {2 * unit})"
     # the proxy saw what the backend says it sent, plus protocol overhead
     assert result.bytes_sent <= second_wire <= result.bytes_sent * 1.03 + MiB
-    assert sha256_of(remote.read("big/file.bin")) == digest
+    assert remote.digest("big/file.bin") == digest
     assert remote.leftovers() == []
 
 
@@ -236,7 +232,7 @@ def test_an_upload_cut_by_a_network_outage_resumes_once_the_link_is_back(
         backend.close()
 
         assert result.resumed_from >= OUTAGE_SIZE // 2 - 8 * MiB
-        assert sha256_of(remote.read("outage.bin")) == digest
+        assert remote.digest("outage.bin") == digest
         assert remote.leftovers() == []
     finally:
         proxy.close()
