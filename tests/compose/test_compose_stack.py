@@ -339,7 +339,23 @@ def test_the_compose_stack_mirrors_a_folder_scales_out_and_survives_a_killed_upl
         what="the big file done in the API",
     )
 
-    # 4. The development credentials are refused once SKYNET_PRODUCTION is on.
+    # 4. The documented SFTP switch: SKYNET_TARGET in the env file; the host key is pinned.
+    sftp_env = stack.env_file.with_name("sftp.env")
+    sftp_env.write_text(stack.env_file.read_text() + "SKYNET_TARGET=sftp://skynet@sftp:22/upload\n")
+    via_sftp = Stack(stack.compose, stack.project, sftp_env, stack.env, data)
+    via_sftp.run("up", "--detach", "--no-deps", "--scale", "uploader=2", "uploader", timeout=300)
+    _write(data / "via-sftp" / "note.txt", b"over sftp\n")
+    wait_for(
+        lambda: (
+            via_sftp.run("exec", "-T", "sftp", "cat", "/home/skynet/upload/via-sftp/note.txt", check=False).stdout
+            == "over sftp\n"
+        ),
+        timeout=120,
+        interval=1,
+        what="the file on the SFTP server",
+    )
+
+    # 5. The development credentials are refused once SKYNET_PRODUCTION is on.
     refused = stack.run(
         "run",
         "--rm",
@@ -357,7 +373,7 @@ def test_the_compose_stack_mirrors_a_folder_scales_out_and_survives_a_killed_upl
     assert refused.returncode != 0, "the API started with placeholder tokens and SKYNET_PRODUCTION=true"
     assert "SKYNET_API_TOKEN" in refused.stdout + refused.stderr
 
-    # 5. Down, cleanly: nothing of the project is left.
+    # 6. Down, cleanly: nothing of the project is left.
     result = stack.run("down", "--volumes", "--remove-orphans", "--timeout", "20", timeout=300)
     assert result.returncode == 0
     label = f"label=com.docker.compose.project={stack.project}"
