@@ -40,7 +40,8 @@ from tests.fixtures.tcp_proxy import TcpProxy
 MiB = 1024 * 1024
 S3_SIZE = int(os.environ.get("SKYNET_TEST_RESUME_S3_MIB", "512")) * MiB  # the issue's 512 MiB
 SFTP_SIZE = int(os.environ.get("SKYNET_TEST_RESUME_SFTP_MIB", "512")) * MiB
-KILL_AT = 0.45  # fraction of the file confirmed on the remote when the child is killed
+KILL_AT = 0.45  # fraction of the file confirmed on the remote when the child is killed...
+KILL_DELAY_S = 0.15  # ...plus this long, so that the kill lands in the middle of a transfer
 S3_STREAMS = 2  # parallel parts: each in-flight part is lost at a kill, so this bounds the waste
 
 CHILD = """
@@ -96,6 +97,7 @@ def kill_mid_upload(remote: Remote, rel: str, local: Path, settings: BackendSett
             time.sleep(0.02)
             text = progress_file.read_text().strip()
             confirmed = int(text) if text else 0
+        time.sleep(KILL_DELAY_S)  # land mid-part, not just after a part completed
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=30)

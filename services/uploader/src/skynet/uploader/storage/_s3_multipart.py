@@ -27,7 +27,7 @@ import json
 import logging
 import math
 from collections.abc import Iterator
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -213,7 +213,7 @@ class MultipartUpload:
                     while queue and len(pending) < workers:
                         part = queue.pop()
                         pending[pool.submit(self._send, upload_id, part)] = part
-                    finished, _ = wait(pending, return_when=FIRST_EXCEPTION)
+                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                     for fut in finished:
                         part = pending.pop(fut)
                         etags[part.number] = fut.result()
