@@ -470,3 +470,38 @@ def test_s3_records_the_generation_and_leaves_no_multipart_upload_open(
     assert head["Metadata"]["skynet-generation"] == gen.token()
     assert t.client.list_multipart_uploads(Bucket=t.bucket).get("Uploads", []) == []
     assert [o["Key"] for o in t.client.list_objects_v2(Bucket=t.bucket)["Contents"]] == [f"{t.prefix}/big"]
+
+
+def test_s3_copies_objects_over_5_gib_part_by_part_keeping_the_metadata(
+    s3_target: s3_fx.S3Target, tmp_path: Path
+) -> None:
+    from skynet.uploader.storage import _s3_multipart as mp
+    from skynet.uploader.storage.s3 import open_backend
+
+    backend = open_backend(s3_target.target, s3_target.settings)
+    gen = put(backend, "src", tmp_path / "src", os.urandom(3 * MiB))
+    t = s3_target
+    head = dict(t.client.head_object(Bucket=t.bucket, Key=f"{t.prefix}/src"))
+
+    mp.copy_large(t.client, t.bucket, f"{t.prefix}/src", f"{t.prefix}/dst", 3 * MiB, head)
+
+    entry = backend.stat("dst")
+    assert entry is not None and entry.generation == gen
+    assert t.client.list_multipart_uploads(Bucket=t.bucket).get("Uploads", []) == []
+
+
+def test_s3_delete_also_aborts_an_upload_left_open(s3_target: s3_fx.S3Target, tmp_path: Path) -> None:
+    from skynet.uploader.storage.s3 import open_backend
+
+    backend = open_backend(s3_target.target, s3_target.settings)
+    local = tmp_path / "big"
+    gen = write(local, os.urandom(BIG))
+    with pytest.raises(Interrupted):
+        backend.upload("big", str(local), gen, interrupt_after(MiB))
+    t = s3_target
+    assert t.client.list_multipart_uploads(Bucket=t.bucket).get("Uploads", []) != []
+
+    assert backend.delete("big") is False  # it never completed
+
+    assert t.client.list_multipart_uploads(Bucket=t.bucket).get("Uploads", []) == []
+    assert t.client.list_objects_v2(Bucket=t.bucket).get("Contents", []) == []

@@ -229,8 +229,14 @@ class S3Backend(Backend):
         return UploadResult(bytes_sent=len(data), checksum=str(resp.get("ETag", "")).strip('"') or None)
 
     def delete(self, path: str) -> bool:
+        """Delete the object, and abort any upload of it left open (no orphaned parts to bill)."""
         key = self._key(path)
         try:
+            open_ids = mp.open_uploads(self.client, self.bucket, key)
+            for upload_id in open_ids:
+                mp.abort(self.client, self.bucket, key, upload_id)
+            if open_ids:
+                self.client.delete_object(Bucket=self.bucket, Key=mp.marker_key(self.prefix, key))
             if self._head(key) is None:
                 return False
             self.client.delete_object(Bucket=self.bucket, Key=key)
@@ -240,6 +246,8 @@ class S3Backend(Backend):
 
     def move(self, src: str, dst: str) -> None:
         ksrc, kdst = self._key(src), self._key(dst)
+        if ksrc == kdst:
+            return  # a copy onto itself is refused by S3, and the delete would then lose the object
         try:
             head = self._head(ksrc)
             if head is None:
