@@ -18,4 +18,4 @@ class BackendSettings:
     sftp_password: str | None = None
     sftp_known_hosts: str | None = None
     sftp_timeout_s: float = 20.0
-    sftp_streams: int = 4  # parallel writes at different offsets for large files
+    sftp_streams: int = 4  # reserved: the sftp backend writes one pipelined stream (see sftp.py)
