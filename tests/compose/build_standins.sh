@@ -8,7 +8,8 @@
 # real, pulled image) is left alone. A stand-in is rebuilt only when its definition changed (the
 # hash of its folder is kept in the image label skynet.standin).
 #
-# Usage: tests/compose/build_standins.sh            (build what is missing or stale)
+# Usage: tests/compose/build_standins.sh            (build what is missing or stale; the Debian base
+#                                                   only when a stand-in needs it)
 #        SKYNET_STANDIN_FORCE=1 tests/compose/build_standins.sh
 set -euo pipefail
 
@@ -58,32 +59,49 @@ build_base() {
     - "$base_tag" >/dev/null
 }
 
-# build_standin <folder under standins/> <upstream tag>
-build_standin() {
-  local dir="$standins/$1" tag="$2" want current
-  want="$1-$(hash_dir "$dir")"
+# stale <folder under standins/> <upstream tag>: succeeds when the stand-in must be (re)built.
+stale() {
+  local tag="$2" want current
+  want="$1-$(hash_dir "$standins/$1")"
   current="$(label_of "$tag")"
   if exists "$tag" && [ -z "$current" ]; then
     log "$tag exists and is a real image: keeping it"
-    return
+    return 1
   fi
   if [ "$current" = "$want" ] && [ -z "${SKYNET_STANDIN_FORCE:-}" ]; then
     log "$tag: stand-in up to date"
-    return
+    return 1
   fi
+  return 0
+}
+
+# build_standin <folder under standins/> <upstream tag>
+build_standin() {
+  local dir="$standins/$1" tag="$2"
   log "building stand-in $tag from standins/$1"
-  "${nice_cmd[@]}" docker build -q --label "skynet.standin=$want" \
-    --build-arg PIP_INDEX_URL="${SKYNET_STANDIN_PIP_INDEX_URL:-}" \
-    -t "$tag" "$dir" >/dev/null
+  "${nice_cmd[@]}" docker build -q --label "skynet.standin=$1-$(hash_dir "$dir")" -t "$tag" "$dir" >/dev/null
 }
 
 docker info >/dev/null 2>&1 || { log "docker engine not reachable"; exit 1; }
-build_base
-[ "${1:-}" = "base" ] && exit 0
-build_standin python "python:3.12-slim"
-build_standin rabbitmq "rabbitmq:3.13-management"
-build_standin postgres "postgres:16"
-build_standin minio "minio/minio:latest"
-build_standin mc "minio/mc:latest"
-build_standin sftp "atmoz/sftp:latest"
+# Order matters: the Python stand-in is the base of the S3 ones.
+images=(
+  "python python:3.12-slim"
+  "rabbitmq rabbitmq:3.13-management"
+  "postgres postgres:16"
+  "minio minio/minio:latest"
+  "mc minio/mc:latest"
+  "sftp atmoz/sftp:latest"
+)
+todo=()
+for pair in "${images[@]}"; do
+  # shellcheck disable=SC2086
+  if stale $pair; then todo+=("$pair"); fi
+done
+if [ "${1:-}" = "base" ] || [ ${#todo[@]} -gt 0 ]; then
+  build_base
+fi
+for pair in "${todo[@]}"; do
+  # shellcheck disable=SC2086
+  build_standin $pair
+done
 log "stand-ins ready"
