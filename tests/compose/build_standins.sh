@@ -4,8 +4,8 @@
 # bookworm image (debootstrap + docker import) that behaves like the upstream image as far as
 # docker-compose.yml uses it, tagged with the upstream name.
 #
-# Safe on a developer's machine: an upstream tag that exists and is NOT one of our stand-ins (a
-# real, pulled image) is left alone. A stand-in is rebuilt only when its definition changed (the
+# Safe on a developer's machine: an upstream image that can be pulled is pulled and used; one that
+# exists and is NOT one of our stand-ins (a real, pulled image) is left alone. A stand-in is rebuilt only when its definition changed (the
 # hash of its folder is kept in the image label skynet.standin).
 #
 # Usage: tests/compose/build_standins.sh            (build what is missing or stale; the Debian base
@@ -70,6 +70,11 @@ stale() {
   fi
   if [ "$current" = "$want" ] && [ -z "${SKYNET_STANDIN_FORCE:-}" ]; then
     log "$tag: stand-in up to date"
+    return 1
+  fi
+  # Where the registry is reachable, the real image beats any stand-in.
+  if [ -z "$current" ] && [ -z "${SKYNET_STANDIN_NO_PULL:-}" ] && timeout 600 docker pull -q "$tag" >/dev/null 2>&1; then
+    log "$tag: pulled the real image"
     return 1
   fi
   return 0
