@@ -53,8 +53,8 @@ def _start_dockerd() -> bool:
     """As root with Debian's docker.io installed but no engine running (CI, no systemd): start it."""
     if os.geteuid() != 0 or shutil.which("dockerd") is None:
         return False
-    log = open("/tmp/skynet-dockerd.log", "ab")  # noqa: SIM115 - handed to the daemon
-    subprocess.Popen(["dockerd"], stdout=log, stderr=log, start_new_session=True)
+    with open("/tmp/skynet-dockerd.log", "ab") as log:
+        subprocess.Popen(["dockerd"], stdout=log, stderr=log, start_new_session=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if _ok(["docker", "info"]):
