@@ -255,6 +255,45 @@ def _write(path: Path, data: bytes) -> None:
 # --- the test -----------------------------------------------------------------------------------
 
 
+IMAGE_DEPENDENCIES = {
+    # service: (distributions it must have, distributions that belong to other services)
+    "watcher": ({"watchdog", "pika"}, {"boto3", "paramiko", "fastapi", "psycopg2-binary"}),
+    "uploader": ({"boto3", "paramiko", "pika"}, {"watchdog", "fastapi", "psycopg2-binary"}),
+    "notifier": ({"psycopg2-binary", "pika"}, {"watchdog", "boto3", "paramiko", "fastapi"}),
+    "api": ({"fastapi", "uvicorn", "psycopg2-binary"}, {"watchdog", "boto3", "paramiko"}),
+}
+
+
+@pytest.mark.parametrize("service", sorted(IMAGE_DEPENDENCIES))
+def test_each_image_holds_only_its_service_and_runs_unprivileged_with_a_healthcheck(stack: Stack, service: str) -> None:
+    image = f"{stack.env['SKYNET_IMAGE_PREFIX']}-{service}:dev"
+    listed = subprocess.run(
+        ["docker", "run", "--rm", "--entrypoint", "pip", image, "list", "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    installed = {p["name"].lower() for p in json.loads(listed.stdout)}
+    needed, foreign = IMAGE_DEPENDENCIES[service]
+    assert needed <= installed
+    assert not foreign & installed, f"{service} image carries {foreign & installed}"
+    assert {"skynet-common", f"skynet-{service}"} <= installed
+    assert not {f"skynet-{other}" for other in IMAGE_DEPENDENCIES if other != service} & installed
+    config = json.loads(
+        subprocess.run(
+            ["docker", "image", "inspect", "--format", "{{json .Config}}", image],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+    )
+    assert config["User"] and not config["User"].startswith(("0", "root"))
+    assert config["Healthcheck"]["Test"][0] == "CMD"
+    assert config["Entrypoint"] == [f"skynet-{service}"]
+
+
 def test_the_compose_stack_mirrors_a_folder_scales_out_and_survives_a_killed_uploader(stack: Stack) -> None:
     data = stack.data
 
@@ -373,7 +412,13 @@ def test_the_compose_stack_mirrors_a_folder_scales_out_and_survives_a_killed_upl
     assert refused.returncode != 0, "the API started with placeholder tokens and SKYNET_PRODUCTION=true"
     assert "SKYNET_API_TOKEN" in refused.stdout + refused.stderr
 
-    # 6. Down, cleanly: nothing of the project is left.
+    # 6. SIGTERM stops every service within its grace period (exit code 137 would mean SIGKILL).
+    stack.run("stop", "--timeout", "30", "watcher", "uploader", "notifier", "api", timeout=300)
+    for service in ("watcher", "uploader", "notifier", "api"):
+        for container in stack.containers(service):
+            assert container.get("ExitCode") != 137, f"{service} did not stop on SIGTERM: {container}"
+
+    # 7. Down, cleanly: nothing of the project is left.
     result = stack.run("down", "--volumes", "--remove-orphans", "--timeout", "20", timeout=300)
     assert result.returncode == 0
     label = f"label=com.docker.compose.project={stack.project}"
