@@ -1,0 +1,150 @@
+"""The uploader's reconcile logic on the in-memory twin: what a user sees on the remote."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from skynet.common.broker import Delivery
+from skynet.common.errors import RemoteUnavailable
+from skynet.common.messages import FileEvent, Generation, PathChanged, PathMoved, encode
+from skynet.uploader.localfs import LocalFolder
+from skynet.uploader.reconcile import Decision, decide
+from skynet.uploader.storage.memory import MemoryBackend, MemoryStore
+from skynet.uploader.worker import Reconciler
+
+
+@pytest.mark.parametrize(
+    ("local", "remote", "matches", "mirror", "force", "expected"),
+    [
+        (True, True, True, False, False, Decision.SKIP),
+        (True, True, True, False, True, Decision.UPLOAD),
+        (True, True, False, False, False, Decision.UPLOAD),
+        (True, False, False, True, False, Decision.UPLOAD),
+        (False, True, False, True, False, Decision.DELETE),
+        (False, True, False, False, False, Decision.KEEP),
+        (False, False, False, True, False, Decision.NOTHING),
+    ],
+)
+def test_decisions(local: bool, remote: bool, matches: bool, mirror: bool, force: bool, expected: Decision) -> None:
+    got = decide(local_present=local, remote_present=remote, remote_matches=matches, mirror=mirror, force=force)
+    assert got is expected
+
+
+class Rig:
+    def __init__(self, root: Path, mirror: bool = True) -> None:
+        self.root = root
+        self.store = MemoryStore()
+        self.events: list[FileEvent] = []
+        self.paused: list[RemoteUnavailable] = []
+        self.rec = Reconciler(
+            source="default",
+            worker="w1",
+            folder=LocalFolder(str(root)),
+            open_backend=lambda: MemoryBackend(self.store),
+            emit=self.events.append,
+            mirror=mirror,
+            on_remote_down=self.paused.append,
+        )
+
+    def send(self, action: PathChanged | PathMoved) -> str:
+        return self.rec.handle(Delivery(encode(action), 1, "default", False)).kind
+
+    def states(self, path: str) -> list[str]:
+        return [e.state for e in self.events if e.path == path]
+
+
+def gen(p: Path) -> Generation:
+    st = os.stat(p)
+    return Generation(size=st.st_size, mtime_ns=st.st_mtime_ns, inode=st.st_ino)
+
+
+def test_a_new_file_is_uploaded_and_a_repeated_hint_is_a_cheap_skip(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    (tmp_path / "a.txt").write_text("hello")
+    assert rig.send(PathChanged(source="default", path="a.txt")) == "ack"
+    assert rig.send(PathChanged(source="default", path="a.txt")) == "ack"
+    assert rig.store.read("a.txt") == b"hello"
+    assert rig.store.uploads == 1
+    states = rig.states("a.txt")
+    assert states[0] == "started" and states[-2:] == ["done", "skipped"] and "progress" in states
+
+
+def test_deletes_apply_only_in_mirror_mode(tmp_path: Path) -> None:
+    for mirror in (False, True):
+        rig = Rig(tmp_path, mirror=mirror)
+        (tmp_path / "gone.txt").write_text("x")
+        rig.send(PathChanged(source="default", path="gone.txt"))
+        (tmp_path / "gone.txt").unlink()
+        rig.send(PathChanged(source="default", path="gone.txt"))
+        assert ("gone.txt" in rig.store.files) is (not mirror)
+
+
+def test_a_rename_moves_on_the_remote_without_sending_bytes(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    (tmp_path / "old.bin").write_bytes(b"x" * 100_000)
+    rig.send(PathChanged(source="default", path="old.bin"))
+    sent = rig.store.bytes_sent
+    (tmp_path / "old.bin").rename(tmp_path / "new.bin")
+    assert rig.send(PathMoved(source="default", src="old.bin", dst="new.bin")) == "ack"
+    assert set(rig.store.files) == {"new.bin"}
+    assert rig.store.bytes_sent == sent
+    assert "moved" in rig.states("new.bin")
+
+
+def test_a_rename_of_a_file_that_changed_since_its_upload_uploads_the_new_content(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    (tmp_path / "old.txt").write_text("v1")
+    rig.send(PathChanged(source="default", path="old.txt"))
+    (tmp_path / "old.txt").rename(tmp_path / "new.txt")
+    (tmp_path / "new.txt").write_text("v2, changed after the rename")
+    rig.send(PathMoved(source="default", src="old.txt", dst="new.txt"))
+    assert rig.store.read("new.txt") == b"v2, changed after the rename"
+    assert "old.txt" not in rig.store.files
+
+
+def test_a_deleted_folder_is_reconciled_as_a_whole(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    (tmp_path / "d").mkdir()
+    for i in range(5):
+        (tmp_path / "d" / f"f{i}").write_text(str(i))
+        rig.send(PathChanged(source="default", path=f"d/f{i}"))
+    (tmp_path / "keep.txt").write_text("k")
+    rig.send(PathChanged(source="default", path="keep.txt"))
+    for i in range(5):
+        (tmp_path / "d" / f"f{i}").unlink()
+    (tmp_path / "d").rmdir()
+    assert rig.send(PathChanged(source="default", path="d", is_dir=True)) == "ack"
+    assert set(rig.store.files) == {"keep.txt"}
+
+
+def test_an_unreachable_remote_pauses_the_uploader_and_requeues_without_counting_an_attempt(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.store.unavailable = True
+    (tmp_path / "a.txt").write_text("x")
+    assert rig.send(PathChanged(source="default", path="a.txt")) == "requeue"
+    assert rig.paused, "the consumer was not asked to pause"
+
+
+def test_a_refused_name_is_dead_lettered_with_its_reason(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.store.refuse(lambda p: p.startswith("refused"))
+    (tmp_path / "refused.txt").write_text("x")
+    assert rig.send(PathChanged(source="default", path="refused.txt")) == "dead"
+    failed = [e for e in rig.events if e.state == "failed"]
+    assert failed and failed[0].reason
+
+
+def test_deletes_wait_while_the_watched_folder_is_gone(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    rig = Rig(root)
+    (root / "a.txt").write_text("x")
+    rig.send(PathChanged(source="default", path="a.txt"))
+    (root / "a.txt").unlink()
+    root.rename(tmp_path / "elsewhere")
+    root.mkdir()  # replaced by an empty folder: not the one we were watching
+    assert rig.send(PathChanged(source="default", path="a.txt")) == "retry"
+    assert "a.txt" in rig.store.files
