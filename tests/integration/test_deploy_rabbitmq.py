@@ -17,7 +17,7 @@ import pytest
 
 from skynet.common.topology import Topology, actions_queue
 from tests.fixtures.broker import amqp_url_for
-from tests.fixtures.common import require
+from tests.fixtures.common import require, wait_for
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "rabbitmq"
 
@@ -107,3 +107,29 @@ def test_definitions_for_several_sources_and_classic_queues_load_too(amqp_vhost:
     _import_into(amqp_vhost, defs)
     _declare(amqp_vhost, Topology(source="cam-1", queue_type="classic"))
     _declare(amqp_vhost, Topology(source="scanner_2", queue_type="classic"))
+
+
+def test_a_message_that_keeps_coming_back_ends_in_its_source_dead_queue_not_dropped(amqp_vhost: str) -> None:
+    _import_into(amqp_vhost, _committed())
+    limit = _make_definitions().DELIVERY_LIMIT
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url_for(amqp_vhost)))
+    try:
+        ch = connection.channel()
+        ch.confirm_delivery()
+        ch.basic_publish("skynet.actions", "default", b'{"poison": true}', pika.BasicProperties(delivery_mode=2))
+        deliveries = 0
+        for _ in range(limit + 5):
+            method, _props, _body = ch.basic_get(actions_queue("default"))
+            if method is None:
+                break
+            deliveries += 1
+            ch.basic_nack(method.delivery_tag, requeue=True)  # as a consumer that dies on it would
+        assert deliveries == limit + 1
+
+        def dead_lettered() -> bytes | None:
+            return ch.basic_get("skynet.dead.default", auto_ack=True)[2]
+
+        assert wait_for(dead_lettered, timeout=10, what="the message in skynet.dead.default") == b'{"poison": true}'
+
+    finally:
+        connection.close()
