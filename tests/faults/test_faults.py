@@ -289,3 +289,37 @@ def test_a_message_that_cannot_succeed_is_dead_lettered_with_its_reason_and_requ
         assert not dead_letters(amqp_url)
     finally:
         stack.stop_all()
+
+
+# ----------------------------------------------------------------------------- SIGTERM hands work back
+
+
+def test_sigterm_stops_an_uploader_promptly_and_its_transfer_is_resumed_by_another(
+    tmp_path: Path, amqp_url: str, sftp_target: SftpTarget, progress_tap: EventTap, report: FaultReport
+) -> None:
+    stack = Stack(tmp_path, amqp_url, SftpRemote(sftp_target))
+    try:
+        stack.start("watcher")
+        first = stack.start("uploader", "uploader-first", SKYNET_STOP_GRACE_S="1")
+        write_random(stack.watch / "long.bin", 256 * MiB)
+
+        def started() -> bool:
+            return any(int(e.get("bytes_done") or 0) > 16 * MiB for e in progress_tap.of("progress", "long.bin"))
+
+        wait_for(started, 120, interval=0.05, what="the transfer to be under way")
+        t0 = time.monotonic()
+        first.popen.send_signal(signal.SIGTERM)
+        rc = first.popen.wait(timeout=60)
+        stopped_in = time.monotonic() - t0
+        assert rc == 0, f"the uploader exited with {rc} on SIGTERM"
+        assert stopped_in < 20, f"SIGTERM took {stopped_in:.1f}s"
+        assert not progress_tap.of("done", "long.bin"), "the test file finished before the stop; make it larger"
+        stack.start("uploader", "uploader-second")
+        stack.wait_mirror(180)
+        done = progress_tap.of("done", "long.bin")[-1]
+        resumed = int(done.get("resumed_from") or 0)
+        report.row("SIGTERM mid 256 MiB upload, handed back", 1, int(done.get("bytes_done") or 0) + resumed, 0, 0)
+        assert resumed > 0, "the handed-back transfer restarted from zero"
+        assert "handing" in first.text(), "no log line says the transfer was handed back"
+    finally:
+        stack.stop_all()

@@ -252,6 +252,8 @@ class Consumer:
         ca_file: str | None = None,
         on_dead: Callable[[Delivery, str, int], None] | None = None,
         on_retry: Callable[[Delivery, str, int], None] | None = None,
+        stop_grace_s: float = 20.0,
+        on_grace_expired: Callable[[], None] | None = None,
     ) -> None:
         self._url = url
         self._queue = queue
@@ -265,6 +267,8 @@ class Consumer:
         self._ca_file = ca_file
         self._on_dead = on_dead
         self._on_retry = on_retry
+        self._stop_grace_s = stop_grace_s
+        self._on_grace_expired = on_grace_expired
         self._executor = ThreadPoolExecutor(max_workers=prefetch, thread_name_prefix=f"{name}-work")
         self._stop = threading.Event()
         self._want_paused = threading.Event()
@@ -336,17 +340,30 @@ class Consumer:
                 conn.process_data_events(time_limit=0.2)
             if tag is not None:
                 ch.basic_cancel(tag)
-            # Finish in-flight work and settle it on this connection before closing.
-            deadline = time.monotonic() + 30
-            while self.in_flight and time.monotonic() < deadline:
-                conn.process_data_events(time_limit=0.2)
-            conn.process_data_events(time_limit=0)
+            self._finish_in_flight(conn)
         except _PIKA_ERRORS as exc:
             raise BrokerUnavailable(f"consumer connection lost: {type(exc).__name__}: {exc}") from exc
         finally:
             self._connected.clear()
             self._conn = None
             _quiet_close(conn)
+
+    def _finish_in_flight(self, conn: BlockingConnection) -> None:
+        """On stop: let in-flight work finish and settle for ``stop_grace_s``, then ask it to hand
+        back (``on_grace_expired``) and settle what it returns; whatever is still unsettled when
+        the connection closes goes back to the queue by itself."""
+        deadline = time.monotonic() + self._stop_grace_s
+        asked = False
+        while self.in_flight:
+            if time.monotonic() >= deadline:
+                if asked or self._on_grace_expired is None:
+                    break
+                asked = True
+                log.info("consumer %s: %d transfers still running; handing them back", self._name, self.in_flight)
+                self._on_grace_expired()
+                deadline = time.monotonic() + 10
+            conn.process_data_events(time_limit=0.2)
+        conn.process_data_events(time_limit=0)
 
     def _drain(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)

@@ -112,6 +112,8 @@ def run(settings: UploaderSettings) -> None:
         heartbeat=settings.heartbeat_s,
         ca_file=settings.amqp_ca_file,
         on_dead=on_dead,
+        stop_grace_s=settings.stop_grace_s,
+        on_grace_expired=reconciler.cancel,
     )
     guard = RemoteGuard(consumer, probe)
     try:

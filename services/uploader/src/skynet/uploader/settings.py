@@ -29,6 +29,7 @@ class UploaderSettings(BrokerSettings):
     sftp_streams: int = Field(default=4, ge=1, le=32)
     progress_interval_s: float = Field(default=0.5, gt=0)
     heartbeat_interval_s: float = Field(default=5.0, gt=0)
+    stop_grace_s: float = Field(default=8.0, ge=0)  # on SIGTERM, transfers still running after this are handed back
 
     @field_validator("watch_dir")
     @classmethod

@@ -29,6 +29,11 @@ from skynet.uploader.storage.base import Backend
 
 log = logging.getLogger(__name__)
 
+
+class TransferCancelled(TransientError):
+    """The uploader is stopping: the transfer was handed back (what the remote holds is kept)."""
+
+
 MAX_CHASES = 5  # re-uploads in a row of a file that keeps changing under us before giving up for now
 
 
@@ -79,6 +84,7 @@ class Reconciler:
         self.counters = Counters()
         self._requeues: dict[str, int] = {}
         self._path_locks: dict[str, _PathLock] = {}
+        self._cancel = threading.Event()
 
     # ------------------------------------------------------------------ plumbing
 
@@ -105,6 +111,10 @@ class Reconciler:
             with self._lock:
                 self._backends.append(b)
         return b
+
+    def cancel(self) -> None:
+        """Ask every running transfer to stop at its next progress step and hand its message back."""
+        self._cancel.set()
 
     def close(self) -> None:
         with self._lock:
@@ -144,6 +154,9 @@ class Reconciler:
                 self._file(action.path, force=action.force, action_id=action.id, hinted=action.generation is not None)
             self._requeues.pop(action.id, None)
             return ACK
+        except TransferCancelled:
+            log.info("handing %r back to the queue: the uploader is stopping", path)
+            return Outcome("requeue", "uploader stopping")
         except RemoteUnavailable as exc:
             count = self._requeues.get(action.id, 0) + 1
             self._requeues[action.id] = count
@@ -209,11 +222,15 @@ class Reconciler:
 
     def _upload(self, backend: Backend, path: str, gen: Generation, action_id: str | None) -> bool:
         """Upload one generation; True if the local file was unchanged throughout."""
+        if self._cancel.is_set():
+            raise TransferCancelled(f"not starting {path!r}: the uploader is stopping")
         started = time.monotonic()
         self.event("started", path, size=gen.size, action_id=action_id)
         last = [0.0]
 
         def progress(done: int) -> None:
+            if self._cancel.is_set():
+                raise TransferCancelled(f"transfer of {path!r} handed back at {done} bytes")
             now = time.monotonic()
             if now - last[0] >= self._progress_interval or done >= gen.size:
                 last[0] = now

@@ -19,7 +19,7 @@ from skynet.common.settings import load_settings
 from skynet.common.topology import Topology
 from skynet.watcher.control import ControlListener
 from skynet.watcher.engine import Engine
-from skynet.watcher.observer import start_observer
+from skynet.watcher.observer import install_overflow_hook, start_observer
 from skynet.watcher.pump import OutboxPump
 from skynet.watcher.settings import WatcherSettings
 from skynet.watcher.store import Store
@@ -41,6 +41,7 @@ def run(settings: WatcherSettings) -> None:
     pump = OutboxPump(store, publisher, settings.source, emit, batch=settings.outbox_batch)
     engine = Engine(settings, store, emit, pump.wake)
     pump.start()
+    install_overflow_hook(lambda: engine.request_scan("inotify queue overflow"))
     observer = start_observer(engine.root, settings.observer, settings.poll_interval_ms / 1000, engine.queue)
     control = ControlListener(
         url, topology, name, lambda: engine.request_scan("requested"), engine.release_held, settings.amqp_ca_file

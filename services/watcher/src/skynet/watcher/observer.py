@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -66,6 +67,23 @@ class _Handler(FileSystemEventHandler):
             kind = None  # opened, closed without writing, directory modified: nothing to do
         if kind is not None:
             self._out.put(RawEvent(kind, src, dest))
+
+
+class _OverflowHook(logging.Handler):
+    """watchdog rebuilds its watches after an inotify queue overflow but tells only its log;
+    events were lost, so we turn that log record into a rescan request."""
+
+    def __init__(self, on_overflow: Callable[[], None]) -> None:
+        super().__init__(logging.WARNING)
+        self._on_overflow = on_overflow
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "overflow" in record.getMessage().lower():
+            self._on_overflow()
+
+
+def install_overflow_hook(on_overflow: Callable[[], None]) -> None:
+    logging.getLogger("watchdog.observers").addHandler(_OverflowHook(on_overflow))
 
 
 def start_observer(root: str, mode: str, poll_interval_s: float, out: queue.Queue[object]) -> BaseObserver:
