@@ -11,7 +11,7 @@ import socket
 from typing import Annotated, Literal, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
@@ -20,12 +20,22 @@ from skynet.common.messages import SOURCE_PATTERN
 
 DeleteMode = Literal["keep", "mirror"]
 
+# Development defaults and obvious placeholders; refused when SKYNET_PRODUCTION=true.
+PLACEHOLDER_SECRETS = frozenset(
+    {"changeme", "change-me", "changethis", "secret", "password", "guest", "admin", "test", "minioadmin"}
+)
+
+
+def is_placeholder(secret: str | None) -> bool:
+    return secret is not None and secret.lower() in PLACEHOLDER_SECRETS
+
 
 class BaseServiceSettings(BaseSettings):
     """What every service shares."""
 
     model_config = SettingsConfigDict(env_prefix="SKYNET_", extra="ignore", frozen=True)
 
+    production: bool = False  # refuse development credentials and placeholder secrets
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     worker_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
@@ -57,6 +67,12 @@ class BrokerSettings(BaseServiceSettings):
         if not parts.hostname:
             raise ValueError("has no host")
         return value
+
+    @model_validator(mode="after")
+    def _no_development_broker_password(self) -> BrokerSettings:
+        if self.production and is_placeholder(urlsplit(self.amqp_url.get_secret_value()).password):
+            raise ValueError("SKYNET_AMQP_URL uses a development password while SKYNET_PRODUCTION is true")
+        return self
 
     @field_validator("retry_delays_s", mode="before")
     @classmethod

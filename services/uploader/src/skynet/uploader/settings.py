@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
-from skynet.common.settings import BrokerSettings, DeleteMode
+from skynet.common.settings import BrokerSettings, DeleteMode, is_placeholder
 from skynet.uploader.storage.config import BackendSettings
 
 
@@ -28,6 +29,7 @@ class UploaderSettings(BrokerSettings):
     sftp_timeout_s: float = Field(default=20.0, gt=0)
     sftp_streams: int = Field(default=4, ge=1, le=32)
     progress_interval_s: float = Field(default=0.5, gt=0)
+    max_file_size: int = Field(default=0, ge=0)  # bytes; larger files are refused (0 = no limit of our own)
     heartbeat_interval_s: float = Field(default=5.0, gt=0)
     stop_grace_s: float = Field(default=8.0, ge=0)  # on SIGTERM, transfers still running after this are handed back
 
@@ -44,6 +46,15 @@ class UploaderSettings(BrokerSettings):
         if "://" not in value:
             raise ValueError("must be a URL such as s3://bucket/prefix, sftp://user@host:22/path or file:///path")
         return value
+
+    @model_validator(mode="after")
+    def _no_development_remote_secrets(self) -> UploaderSettings:
+        if self.production:
+            if self.sftp_password is not None and is_placeholder(self.sftp_password.get_secret_value()):
+                raise ValueError("SKYNET_SFTP_PASSWORD is a development placeholder while SKYNET_PRODUCTION is true")
+            if is_placeholder(os.environ.get("AWS_SECRET_ACCESS_KEY")):
+                raise ValueError("AWS_SECRET_ACCESS_KEY is a development placeholder while SKYNET_PRODUCTION is true")
+        return self
 
     def backend_settings(self) -> BackendSettings:
         return BackendSettings(
