@@ -3,6 +3,7 @@
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 SERVICES := services/common services/watcher services/uploader services/notifier services/api
+LINTED := $(wildcard services tests bench)
 
 .PHONY: install lint test unit
 
@@ -10,8 +11,8 @@ install:
 	$(PIP) install -q $(foreach s,$(SERVICES),-e $(s)) -r requirements-dev.txt
 
 lint:
-	$(PYTHON) -m ruff check services tests bench
-	$(PYTHON) -m ruff format --check services tests bench
+	$(PYTHON) -m ruff check $(LINTED)
+	$(PYTHON) -m ruff format --check $(LINTED)
 	$(PYTHON) -m mypy
 
 test: install lint
