@@ -50,6 +50,12 @@ def event_row(e: FileEvent) -> tuple[Any, ...]:
     return (e.id, e.type, e.source, e.path, e.state, clean(e.worker), e.size, ts(e.created_at), payload)
 
 
+def copy_row(e: FileEvent) -> tuple[Any, ...]:
+    """The ``events`` row for COPY: as :func:`event_row`, with ``created_at`` as epoch seconds."""
+    payload = clean(encode(e).decode("utf-8"))
+    return (e.id, e.type, e.source, e.path, e.state, clean(e.worker), e.size, repr(e.created_at), payload)
+
+
 def build(events: list[FileEvent | WorkerHeartbeat]) -> Batch:
     batch = Batch()
     for e in events:

@@ -11,6 +11,7 @@ Errors: :class:`StoreUnavailable` (retry later: the server is away, restarting, 
 
 from __future__ import annotations
 
+import io
 import logging
 from datetime import datetime
 from typing import Any
@@ -35,11 +36,48 @@ class EventsRejected(PermanentError):
     """Postgres refused these rows (invalid data); retrying them cannot help."""
 
 
+# The log rows of a batch are COPYed into a session temp table, then moved with one INSERT ...
+# SELECT: COPY costs a fraction of building a VALUES list row by row. ``ord`` keeps the arrival
+# order, so that ``seq`` (the cursor clients read the log with) follows it.
+CREATE_INCOMING = """
+CREATE TEMP TABLE IF NOT EXISTS incoming (
+    ord integer, id text, type text, source text, path text, state text, worker text, size bigint,
+    created_at double precision, payload text
+) ON COMMIT DELETE ROWS
+"""
+MOVE_INCOMING = """
+INSERT INTO events (id, type, source, path, state, worker, size, created_at, payload)
+SELECT id, type, source, path, state, worker, size, to_timestamp(created_at), payload::jsonb
+FROM incoming ORDER BY ord
+ON CONFLICT (id) DO NOTHING RETURNING id
+"""
+# The same insert as a VALUES list (what a bare psycopg2 writer would do; the benchmark uses it).
 INSERT_EVENTS = """
 INSERT INTO events (id, type, source, path, state, worker, size, created_at, payload) VALUES %s
 ON CONFLICT (id) DO NOTHING RETURNING id
 """
 EVENTS_TEMPLATE = "(%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)"
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_field(value: object) -> str:
+    if value is None:
+        return "\\N"
+    if isinstance(value, str):
+        return value.translate(_COPY_ESCAPES)
+    return str(value)
+
+
+def copy_text(records: list[tuple[Any, ...]]) -> io.StringIO:
+    """Rows in COPY's text format (tab-separated, ``\\N`` for NULL, escaped specials)."""
+    buf = io.StringIO()
+    for record in records:
+        buf.write("\t".join(_copy_field(v) for v in record))
+        buf.write("\n")
+    buf.seek(0)
+    return buf
+
 
 UPSERT_LIFECYCLE = """
 INSERT INTO files AS f
@@ -133,6 +171,7 @@ class EventStore:
         self._app = application_name
         self._timeout = connect_timeout
         self._conn: Any = None
+        self._incoming_ready = False
 
     def _connection(self) -> Any:
         if self._conn is not None and not self._conn.closed:
@@ -150,6 +189,7 @@ class EventStore:
             )
         except psycopg2.Error as exc:
             raise StoreUnavailable(f"cannot connect to the database: {type(exc).__name__}") from exc
+        self._incoming_ready = False
         return self._conn
 
     def close(self) -> None:
@@ -196,15 +236,13 @@ class EventStore:
                 by_id.setdefault(e.id, e)
         new_ids: set[str] = set()
         if by_id:
-            returned = psycopg2.extras.execute_values(
-                cur,
-                INSERT_EVENTS,
-                [rows.event_row(e) for e in by_id.values()],
-                template=EVENTS_TEMPLATE,
-                page_size=len(by_id),
-                fetch=True,
-            )
-            new_ids = {r[0] for r in returned}
+            if not self._incoming_ready:
+                cur.execute(CREATE_INCOMING)
+                self._incoming_ready = True
+            records = [(i, *rows.copy_row(e)) for i, e in enumerate(by_id.values())]
+            cur.copy_expert("COPY incoming FROM STDIN", copy_text(records))
+            cur.execute(MOVE_INCOMING)
+            new_ids = {r[0] for r in cur.fetchall()}
         batch = rows.build([e for e in events if isinstance(e, WorkerHeartbeat) or e.id in new_ids])
         if batch.lifecycle:
             values = [rows.lifecycle_row(e, batch.attempts.get(k, 0)) for k, e in sorted(batch.lifecycle.items())]
