@@ -394,23 +394,24 @@ def test_the_compose_stack_mirrors_a_folder_scales_out_and_survives_a_killed_upl
         what="the file on the SFTP server",
     )
 
-    # 5. The development credentials are refused once SKYNET_PRODUCTION is on.
-    refused = stack.run(
-        "run",
-        "--rm",
-        "--no-deps",
-        "-e",
-        "SKYNET_PRODUCTION=true",
-        "-e",
-        "SKYNET_API_TOKEN=changeme",
-        "-e",
-        "SKYNET_API_ADMIN_TOKEN=changethis",
-        "api",
-        timeout=120,
-        check=False,
-    )
-    assert refused.returncode != 0, "the API started with placeholder tokens and SKYNET_PRODUCTION=true"
-    assert "SKYNET_API_TOKEN" in refused.stdout + refused.stderr
+    # 5. The development credentials are refused once SKYNET_PRODUCTION is on (the broker password
+    #    is still compose's default here; the API is given the default tokens back).
+    dev_tokens = ["-e", "SKYNET_API_TOKEN=changeme", "-e", "SKYNET_API_ADMIN_TOKEN=changethis"]
+    for service in ("watcher", "uploader", "notifier", "api"):
+        refused = stack.run(
+            "run",
+            "--rm",
+            "--no-deps",
+            "-e",
+            "SKYNET_PRODUCTION=true",
+            *(dev_tokens if service == "api" else []),
+            service,
+            timeout=120,
+            check=False,
+        )
+        said = refused.stdout + refused.stderr
+        assert refused.returncode != 0, f"{service} started with development credentials in production"
+        assert "SKYNET_PRODUCTION" in said, f"{service} did not say why it refused:\n{said[-2000:]}"
 
     # 6. SIGTERM stops every service within its grace period (exit code 137 would mean SIGKILL).
     stack.run("stop", "--timeout", "30", "watcher", "uploader", "notifier", "api", timeout=300)
