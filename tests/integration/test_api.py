@@ -363,3 +363,25 @@ def test_a_file_journey_reaches_the_file_view_the_event_stream_and_failures(
     assert "GET /v1/events/stream 200" in logs
     for secret in (READ, ADMIN, DB_PASSWORD):
         assert secret not in logs
+
+
+def test_the_cli_requeues_dead_letters_and_says_when_nobody_listens_for_a_rescan(amqp_url: str) -> None:
+    pub = Publisher(amqp_url, name="test", declare=Topology("cam").declare_all)
+    try:
+        pub.publish("", dead_queue("cam"), b"{}", headers={HEADER_ATTEMPTS: 6, HEADER_REASON: "gave up"})
+    finally:
+        pub.close()
+    env = {"SKYNET_AMQP_URL": amqp_url, "PATH": "/usr/bin:/bin"}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "skynet.api.cli", *args], env=env, capture_output=True, text=True, timeout=60
+        )
+
+    done = cli("requeue-dead", "--source", "cam")
+    assert done.returncode == 0 and "requeued 1 dead messages of cam" in done.stdout
+    _consume_one(amqp_url, actions_queue("cam"))
+    nobody = cli("rescan", "--source", "cam")
+    assert nobody.returncode == 1 and "NotDelivered" in nobody.stderr
+    assert cli("rescan", "--source", "../x").returncode == 2
+    assert "guest:guest" not in nobody.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -261,5 +262,27 @@ def test_old_events_and_old_progress_ticks_are_pruned(amqp_url: str, migrated_pg
         assert kept == {"p.txt:progress", "recent.txt:done"}
         # The current state of a file outlives its pruned events.
         assert scalar(url, "SELECT state FROM files WHERE path = 'ancient.txt'") == "done"
+    finally:
+        assert stop_process(proc) == 0
+
+
+def test_when_the_broker_drops_the_connection_the_notifier_reconnects_and_goes_on(
+    amqp_vhost: str, amqp_url: str, migrated_pg_url: str, tmp_path: Path
+) -> None:
+    url = migrated_pg_url
+    proc = start_notifier(amqp_url, url, str(tmp_path / "notifier.log"))
+    try:
+        publish(amqp_url, journey("one.txt", time.time() - 5))
+        wait_for(lambda: scalar(url, "SELECT count(*) FROM events") == 4, 30)
+        subprocess.run(
+            ["rabbitmqctl", "-q", "close_all_connections", "-p", amqp_vhost, "test: broker restart"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        publish(amqp_url, journey("two.txt", time.time() - 4))
+        wait_for(lambda: scalar(url, "SELECT count(*) FROM events") == 8, 60, what="events after the reconnect")
+        assert proc.poll() is None
+        assert "reconnecting" in (tmp_path / "notifier.log").read_text()
     finally:
         assert stop_process(proc) == 0
