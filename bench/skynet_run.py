@@ -1,0 +1,119 @@
+"""Running skynet itself for a benchmark: a watcher and N uploaders as real processes.
+
+Reuses the e2e harness (``tests.e2e.harness.Stack`` starts ``python -m skynet.<service>``;
+``EventTap`` sees every lifecycle event). A run is ready once a warm-up file went through the
+whole pipeline; a file counts as on the remote when its ``file.done.v1`` event says so (the
+uploader emits it after the remote holds the complete file, and stamps it with ``created_at``).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.env import BenchEnv, Remote
+from tests.e2e.harness import EventTap, Proc, Stack
+
+SCAN_LINE = re.compile(r"scan \(start-up\) of '/': (\d+) files in ([0-9.]+)s")
+
+
+def vm_hwm_kib(pid: int) -> int:
+    """Peak resident set size of a process (VmHWM), in KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no VmHWM for pid {pid}")
+
+
+class SkynetRun:
+    def __init__(
+        self,
+        env: BenchEnv,
+        remote: Remote,
+        base: Path,
+        *,
+        settle_ms: int,
+        concurrency: int = 4,
+        replicas: int = 1,
+        extra_env: dict[str, str] | None = None,
+        uploader: bool = True,
+    ) -> None:
+        self.remote = remote
+        self.stack = Stack(
+            base,
+            env.amqp_url,
+            remote.view,
+            delete_mode="keep",
+            settle_ms=settle_ms,
+            source=env.source(),
+            extra_env={"SKYNET_CONCURRENCY": str(concurrency), **(extra_env or {})},
+        )
+        self.replicas = replicas if uploader else 0
+        self.concurrency = concurrency
+        self.tap = EventTap(env.amqp_url, keys=("file.#",))
+        self.watcher: Proc | None = None
+        self.uploaders: list[Proc] = []
+
+    @property
+    def watch(self) -> Path:
+        return self.stack.watch
+
+    def __enter__(self) -> SkynetRun:
+        self.tap.start()
+        self.watcher = self.stack.start("watcher", name="watcher")
+        for i in range(self.replicas):
+            self.uploaders.append(self.stack.start("uploader", name=f"uploader-{i}"))
+        self.wait_log(self.watcher, SCAN_LINE, 60)
+        for up in self.uploaders:
+            self.wait_log(up, re.compile(r"uploader \S+: source"), 60)
+        if self.replicas:
+            (self.watch / "_warmup").mkdir(exist_ok=True)
+            # one file per worker thread, so that every thread has its connection open (as in a
+            # long-running service) before anything is timed
+            warm = {f"_warmup/w{i}.bin" for i in range(self.replicas * self.concurrency)}
+            for rel in warm:
+                (self.watch / rel).write_bytes(b"warm" * 16)
+            self.wait_done(warm, 0, timeout=60)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stack.stop_all()
+        self.tap.stop()
+
+    def wait_log(self, proc: Proc, pattern: re.Pattern[str], timeout: float) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            m = pattern.search(proc.text())
+            if m:
+                return m
+            if not proc.alive():
+                break
+            time.sleep(0.05)
+        raise RuntimeError(f"{proc.name}: no {pattern.pattern!r} in its log:\n{self.stack.tail_logs()}")
+
+    def mark(self) -> int:
+        return self.tap.mark()
+
+    def wait_done(self, paths: set[str], mark: int, timeout: float) -> dict[str, dict[str, Any]]:
+        """Wait for a ``done`` event for each path (since ``mark``); returns them by path."""
+        deadline = time.monotonic() + timeout
+        got: dict[str, dict[str, Any]] = {}
+        seen = mark
+        while True:
+            new = self.tap.since(seen)
+            seen += len(new)
+            for e in new:
+                if e.get("state") == "done" and e.get("path") in paths:
+                    got[e["path"]] = e
+                elif e.get("state") in ("failed", "dead") and e.get("path") in paths:
+                    raise RuntimeError(f"skynet failed on {e['path']}: {e.get('reason')}")
+            if len(got) == len(paths):
+                return got
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"only {len(got)}/{len(paths)} files done after {timeout:.0f}s:\n{self.stack.tail_logs()}"
+                )
+            time.sleep(0.005 if len(paths) == 1 else 0.05)

@@ -1,0 +1,442 @@
+# ruff: noqa: RUF001
+"""The five workloads of issue 7, each running skynet and its peers side by side, run after run.
+
+Within one run the tools go one after the other on the same data and the same servers, so a
+neighbour's load on this shared machine hits them alike; every tool gets a fresh remote folder.
+Throughput workloads run skynet with ``SKYNET_SETTLE_MS=0`` (a file counts as stable on its close):
+the peers start from files already complete, and the settle period is measured on its own by the
+latency workload.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import statistics
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import peers
+from bench.delay_proxy import DelayProxy
+from bench.env import BenchEnv, Remote
+from bench.results import Results
+from bench.skynet_run import SCAN_LINE, SkynetRun, vm_hwm_kib
+from tests.e2e.harness import NoRemote, Stack
+
+log = logging.getLogger("bench")
+
+MiB = 1024 * 1024
+SMALL_SIZE = 64 * 1024
+PER_FOLDER = 100
+
+
+@dataclass
+class Sizes:
+    small_files: int
+    large_mib: int
+    large_mib_s3: int
+    trials: int
+    scale_files: int
+    scan_files: int
+    scan_dirs: int
+    rss_mib: int
+    runs: int
+    scale_runs: int
+
+
+QUICK = Sizes(300, 64, 64, 20, 100, 10_000, 500, 256, 1, 1)
+DEFAULT = Sizes(2_000, 1024, 1024, 200, 400, 200_000, 10_000, 1024, 3, 1)
+FULL = Sizes(10_000, 4096, 1024, 200, 1_000, 200_000, 10_000, 4096, 3, 2)
+
+
+class Bench:
+    def __init__(self, env: BenchEnv, work: Path, sizes: Sizes, results: Results, quick: bool = False) -> None:
+        self.env, self.work, self.sizes, self.res = env, work, sizes, results
+        self.quick = quick  # smoke run: the slowest S3 parts (scaling, uploader RSS) are left out
+        self._n = 0
+
+    # ------------------------------------------------------------------ helpers
+
+    def base(self, what: str) -> Path:
+        self._n += 1
+        path = self.work / "runs" / f"{self._n:03d}-{what}"
+        path.mkdir(parents=True)
+        return path
+
+    def small_data(self, n: int) -> Path:
+        """``n`` files of 64 KiB of random bytes, ``PER_FOLDER`` per folder (made once, kept)."""
+        root = self.work / f"data-small-{n}"
+        marker = self.work / f"data-small-{n}.complete"
+        if not marker.exists():
+            shutil.rmtree(root, ignore_errors=True)
+            for i in range(n):
+                d = root / f"d{i // PER_FOLDER:03d}"
+                d.mkdir(parents=True, exist_ok=True)
+                (d / f"f{i:05d}.bin").write_bytes(os.urandom(SMALL_SIZE))
+            marker.touch()
+        return root
+
+    def large_data(self, mib: int) -> Path:
+        path = self.work / f"data-large-{mib}" / f"big-{mib}MiB.bin"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            with open(tmp, "wb") as f:
+                for _ in range(mib):
+                    f.write(os.urandom(MiB))
+            tmp.rename(path)
+        return path
+
+    def peer(
+        self, workload: str, tool: str, unit: str, kind: str, run: Callable[[Remote], float], amount: float
+    ) -> None:
+        remote = self.env.remote(kind)
+        try:
+            seconds = run(remote)
+            expected = self._expected.get(workload)
+            if expected is not None and remote.count() != expected:
+                raise RuntimeError(f"{tool}: the remote holds {remote.count()} files, expected {expected}")
+            self.res.get(workload, tool, unit).values.append(amount / seconds)
+            log.info("%s | %s: %.2f %s", workload, tool, amount / seconds, unit)
+        except Exception as exc:
+            self.res.errors.append(f"{workload} | {tool}: {exc}")
+            log.exception("%s | %s failed", workload, tool)
+        finally:
+            remote.clear()
+
+    _expected: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ 1. small files
+
+    def small_files(self, kind: str) -> None:
+        n = self.sizes.small_files
+        data = self.small_data(n)
+        files = sorted(p.relative_to(data).as_posix() for p in data.rglob("*.bin"))
+        wl = f"1. {n:,} × 64 KiB → {kind.upper()}"
+        conc = 4 if kind == "sftp" else 8
+        self._expected[wl] = n
+        remote = self.env.remote(kind)
+        with SkynetRun(self.env, remote, self.base(f"small-{kind}"), settle_ms=0, concurrency=conc) as sk:
+            for r in range(self.sizes.runs):
+                self._skynet_small(sk, wl, data, files, f"run{r}", f"skynet (concurrency {conc})")
+                self.res.get(wl, f"skynet (concurrency {conc})", "files/s")
+                if kind == "sftp":
+                    self.peer(
+                        wl,
+                        "rclone --transfers 4, hash check off",
+                        "files/s",
+                        kind,
+                        lambda rm: peers.rclone_copy(
+                            self.env,
+                            rm,
+                            data,
+                            self.work,
+                            transfers=4,
+                            extra=("--sftp-disable-hashcheck", "--ignore-checksum"),
+                        ),
+                        n,
+                    )
+                    self.peer(
+                        wl, "rsync -a over ssh", "files/s", kind, lambda rm: peers.rsync_ssh(self.env, rm, data), n
+                    )
+                else:
+                    self.peer(
+                        wl,
+                        "rclone copy --transfers 8",
+                        "files/s",
+                        kind,
+                        lambda rm: peers.rclone_copy(self.env, rm, data, self.work, transfers=8),
+                        n,
+                    )
+                    self.peer(
+                        wl,
+                        "bare boto3 put loop, 8 threads",
+                        "files/s",
+                        kind,
+                        lambda rm: peers.boto3_put_loop(self.env, rm, data, 8),
+                        n,
+                    )
+        remote.clear()
+
+    def _skynet_small(self, sk: SkynetRun, wl: str, data: Path, files: list[str], sub: str, tool: str) -> None:
+        try:
+            mark = sk.mark()
+            t0 = time.time()
+            for rel in files:
+                dst = sk.watch / sub / rel
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(data / rel, dst)
+            done = sk.wait_done({f"{sub}/{rel}" for rel in files}, mark, timeout=900)
+            seconds = max(e["created_at"] for e in done.values()) - t0
+            self.res.get(wl, tool, "files/s").values.append(len(files) / seconds)
+            log.info("%s | %s: %.1f files/s", wl, tool, len(files) / seconds)
+        except Exception as exc:
+            self.res.errors.append(f"{wl} | {tool}: {exc}")
+            log.exception("%s | %s failed", wl, tool)
+
+    # ------------------------------------------------------------------ 2. one large file
+
+    def large_file(self, kind: str) -> None:
+        mib = self.sizes.large_mib if kind == "sftp" else self.sizes.large_mib_s3
+        data = self.large_data(mib)
+        wl = f"2. one {mib:,} MiB file → {kind.upper()}"
+        self._expected[wl] = 1
+        extra = {"SKYNET_S3_PART_CONCURRENCY": "8"} if kind == "s3" else {}
+        tool = "skynet" if kind == "sftp" else "skynet (8 parts in flight)"
+        remote = self.env.remote(kind)
+        base = self.base(f"large-{kind}")
+        staging = base / "staging"
+        staging.mkdir()
+        with SkynetRun(self.env, remote, base, settle_ms=0, concurrency=1, extra_env=extra) as sk:
+            for r in range(self.sizes.runs):
+                try:
+                    name = f"big-{r}.bin"
+                    shutil.copyfile(data, staging / name)
+                    mark = sk.mark()
+                    t0 = time.time()
+                    os.rename(staging / name, sk.watch / name)  # appears complete, as the peers see it
+                    done = sk.wait_done({name}, mark, timeout=1800)
+                    seconds = done[name]["created_at"] - t0
+                    self.res.get(wl, tool, "MiB/s").values.append(mib / seconds)
+                    log.info("%s | %s: %.1f MiB/s", wl, tool, mib / seconds)
+                    remote.clear()
+                    (sk.watch / name).unlink()
+                except Exception as exc:
+                    self.res.errors.append(f"{wl} | {tool}: {exc}")
+                    log.exception("%s | skynet failed", wl)
+                if kind == "sftp":
+                    self.peer(
+                        wl,
+                        "rclone copy",
+                        "MiB/s",
+                        kind,
+                        lambda rm: peers.rclone_copy(self.env, rm, data, self.work, transfers=1),
+                        mib,
+                    )
+                    self.peer(
+                        wl,
+                        "rclone copy, hash check off",
+                        "MiB/s",
+                        kind,
+                        lambda rm: peers.rclone_copy(
+                            self.env,
+                            rm,
+                            data,
+                            self.work,
+                            transfers=1,
+                            extra=("--sftp-disable-hashcheck", "--ignore-checksum"),
+                        ),
+                        mib,
+                    )
+                    self.peer(
+                        wl,
+                        "bare paramiko putfo, tuned",
+                        "MiB/s",
+                        kind,
+                        lambda rm: peers.paramiko_put(self.env, rm, data),
+                        mib,
+                    )
+                    self.peer(wl, "rsync over ssh", "MiB/s", kind, lambda rm: peers.rsync_ssh(self.env, rm, data), mib)
+                else:
+                    self.peer(
+                        wl,
+                        "rclone copy, upload concurrency 8",
+                        "MiB/s",
+                        kind,
+                        lambda rm: peers.rclone_copy(
+                            self.env, rm, data, self.work, transfers=1, extra=("--s3-upload-concurrency", "8")
+                        ),
+                        mib,
+                    )
+                    self.peer(
+                        wl,
+                        "bare boto3 upload_file, 8 threads",
+                        "MiB/s",
+                        kind,
+                        lambda rm: peers.boto3_upload_file(self.env, rm, data, 8),
+                        mib,
+                    )
+        remote.clear()
+
+    # ------------------------------------------------------------------ 3. latency
+
+    def latency(self, kind: str) -> None:
+        for settle in (500, 0):
+            wl = f"3. close → on {kind.upper()}, settle {settle} ms"
+            remote = self.env.remote(kind)
+            lat: list[float] = []
+            try:
+                with SkynetRun(self.env, remote, self.base(f"lat-{kind}-{settle}"), settle_ms=settle) as sk:
+                    (sk.watch / "lat").mkdir()
+                    payload = os.urandom(SMALL_SIZE)
+                    for i in range(self.sizes.trials):
+                        rel = f"lat/t{i:04d}.bin"
+                        mark = sk.mark()
+                        t0 = time.time()
+                        with open(sk.watch / rel, "wb") as f:
+                            f.write(payload)
+                        done = sk.wait_done({rel}, mark, timeout=60)
+                        lat.append((done[rel]["created_at"] - t0) * 1000)
+                        time.sleep(0.02)
+            except Exception as exc:
+                self.res.errors.append(f"{wl}: {exc}")
+                log.exception("%s failed", wl)
+            finally:
+                remote.clear()
+            if lat:
+                q = statistics.quantiles(lat, n=100, method="inclusive")
+                for name, v in (("p50", q[49]), ("p95", q[94]), ("p99", q[98])):
+                    self.res.get(wl, f"skynet {name}", "ms", higher_better=False).values.append(v)
+                log.info("%s: p50 %.1f p95 %.1f p99 %.1f ms", wl, q[49], q[94], q[98])
+
+    # ------------------------------------------------------------------ 4. scaling
+
+    def scaling(self, kind: str) -> None:
+        if self.quick and kind == "s3":
+            log.info("quick mode: scaling on S3 left out")
+            return
+        n = self.sizes.scale_files
+        data = self.small_data(n)
+        files = sorted(p.relative_to(data).as_posix() for p in data.rglob("*.bin"))
+        wl = f"4. {n:,} × 64 KiB → {kind.upper()} + 20 ms RTT"
+        server = self.env.sshd if kind == "sftp" else self.env.moto
+        assert server is not None
+        proxy = DelayProxy(server.host, server.port, rtt_ms=20).start()
+        try:
+            for r in range(self.sizes.scale_runs):
+                for replicas in (1, 2, 4):
+                    remote = self.env.remote(kind, via=proxy)
+                    tool = f"{replicas} uploader{'s' if replicas > 1 else ''} × concurrency 4"
+                    try:
+                        with SkynetRun(
+                            self.env, remote, self.base(f"scale-{kind}-{replicas}"), settle_ms=0, replicas=replicas
+                        ) as sk:
+                            self._skynet_small(sk, wl, data, files, f"run{r}", tool)
+                    finally:
+                        remote.clear()
+        finally:
+            proxy.close()
+
+    # ------------------------------------------------------------------ 5. footprint
+
+    def scan_tree(self) -> Path:
+        files, dirs = self.sizes.scan_files, self.sizes.scan_dirs
+        root = self.work / f"tree-{files}-{dirs}"
+        if not (root.parent / f"{root.name}.complete").exists():
+            shutil.rmtree(root, ignore_errors=True)
+            per = files // dirs
+            for d in range(dirs):
+                folder = root / f"a{d // 100:03d}" / f"b{d:05d}"
+                folder.mkdir(parents=True)
+                for i in range(per):
+                    fd = os.open(folder / f"f{i:03d}.dat", os.O_CREAT | os.O_WRONLY, 0o644)
+                    os.write(fd, b"x")
+                    os.close(fd)
+            (root.parent / f"{root.name}.complete").touch()
+        return root
+
+    def footprint(self) -> None:
+        tree = self.scan_tree()
+        wl = f"5a. start-up scan, {self.sizes.scan_files:,} files in {self.sizes.scan_dirs:,} folders"
+        for _r in range(self.sizes.runs):
+            for label, cmd in (
+                ("find -type f", ["find", str(tree), "-type", "f"]),
+                ("find -printf size,mtime,inode (stats)", ["find", str(tree), "-type", "f", "-printf", "%s %T@ %i\n"]),
+            ):
+                t0 = time.perf_counter()
+                subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+                self.res.get(wl, label, "s", higher_better=False).values.append(time.perf_counter() - t0)
+            try:
+                self._watcher_scan(tree, wl)
+            except Exception as exc:
+                self.res.errors.append(f"{wl}: {exc}")
+                log.exception("%s failed", wl)
+        for kind in ("sftp",) if self.quick else ("sftp", "s3"):
+            mib = self.sizes.rss_mib if kind == "sftp" else min(self.sizes.rss_mib, self.sizes.large_mib_s3)
+            try:
+                self._uploader_rss(kind, mib)
+            except Exception as exc:
+                self.res.errors.append(f"5b. uploader RSS {kind}: {exc}")
+                log.exception("uploader RSS %s failed", kind)
+
+    def _watcher_scan(self, tree: Path, wl: str) -> None:
+        base = self.base("scan")
+        stack = Stack(
+            base,
+            self.env.amqp_url,
+            NoRemote(),
+            delete_mode="keep",
+            source=self.env.source(),
+            extra_env={"SKYNET_WATCH_DIR": str(tree)},
+        )
+        try:
+            t0 = time.perf_counter()
+            proc = stack.start("watcher", name="watcher")
+            deadline = time.monotonic() + 600
+            while not (m := SCAN_LINE.search(proc.text())):
+                if time.monotonic() > deadline or not proc.alive():
+                    raise RuntimeError(f"no scan line:\n{stack.tail_logs()}")
+                time.sleep(0.05)
+            wall = time.perf_counter() - t0
+            hwm = vm_hwm_kib(proc.popen.pid) / 1024
+            self.res.get(wl, "skynet watcher: scan (as logged)", "s", higher_better=False).values.append(float(m[2]))
+            self.res.get(wl, "skynet watcher: process start → scan done", "s", higher_better=False).values.append(wall)
+            self.res.get(wl, "skynet watcher: peak RSS (VmHWM)", "MiB", higher_better=False).values.append(hwm)
+            log.info("%s: scan %s s (wall %.2f s), %d files, VmHWM %.0f MiB", wl, m[2], wall, int(m[1]), hwm)
+        finally:
+            stack.stop_all()
+
+    def _uploader_rss(self, kind: str, mib: int) -> None:
+        data = self.large_data(mib)
+        wl = f"5b. uploader peak RSS sending one {mib:,} MiB file"
+        remote = self.env.remote(kind)
+        base = self.base(f"rss-{kind}")
+        staging = base / "staging"
+        staging.mkdir()
+        shutil.copyfile(data, staging / data.name)
+        try:
+            with SkynetRun(self.env, remote, base, settle_ms=0) as sk:
+                mark = sk.mark()
+                os.rename(staging / data.name, sk.watch / data.name)
+                sk.wait_done({data.name}, mark, timeout=1800)
+                hwm = vm_hwm_kib(sk.uploaders[0].popen.pid) / 1024
+                self.res.get(wl, f"skynet uploader → {kind.upper()}", "MiB", higher_better=False).values.append(hwm)
+                log.info("%s → %s: VmHWM %.0f MiB", wl, kind, hwm)
+        finally:
+            remote.clear()
+
+
+WORKLOADS = ("small", "large", "latency", "scaling", "footprint")
+
+
+def run_all(bench: Bench, only: tuple[str, ...], kinds: tuple[str, ...]) -> None:
+    for name in only:
+        for kind in kinds if name != "footprint" else ("-",):
+            log.info("=== %s %s", name, kind)
+            t0 = time.perf_counter()
+            with _guard(bench, f"{name} {kind}"):
+                if name == "small":
+                    bench.small_files(kind)
+                elif name == "large":
+                    bench.large_file(kind)
+                elif name == "latency":
+                    bench.latency(kind)
+                elif name == "scaling":
+                    bench.scaling(kind)
+                elif name == "footprint":
+                    bench.footprint()
+            log.info("=== %s %s took %.0f s", name, kind, time.perf_counter() - t0)
+
+
+@contextlib.contextmanager
+def _guard(bench: Bench, what: str) -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:
+        bench.res.errors.append(f"{what}: {exc}")
+        log.exception("%s failed", what)
