@@ -148,3 +148,22 @@ def test_deletes_wait_while_the_watched_folder_is_gone(tmp_path: Path) -> None:
     root.mkdir()  # replaced by an empty folder: not the one we were watching
     assert rig.send(PathChanged(source="default", path="a.txt")) == "retry"
     assert "a.txt" in rig.store.files
+
+
+def test_a_passing_transient_error_is_retried_in_process_before_any_retry_queue(tmp_path: Path) -> None:
+    from skynet.common.errors import TransientError
+
+    class Flaky(MemoryBackend):
+        fails = 2
+
+        def stat(self, path: str):  # type: ignore[no-untyped-def]
+            if Flaky.fails:
+                Flaky.fails -= 1
+                raise TransientError("server busy, try again")
+            return super().stat(path)
+
+    rig = Rig(tmp_path)
+    rig.rec._open_backend = lambda: Flaky(rig.store)
+    (tmp_path / "a.txt").write_text("x")
+    assert rig.send(PathChanged(source="default", path="a.txt")) == "ack"
+    assert rig.store.read("a.txt") == b"x"

@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import functools
 import logging
-import random
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -28,6 +27,7 @@ from urllib.parse import urlsplit
 
 import pika
 import pika.exceptions
+import tenacity
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
 from skynet.common.errors import BrokerUnavailable
@@ -75,12 +75,13 @@ def connect(url: str, *, name: str, heartbeat: int = 30, ca_file: str | None = N
         raise BrokerUnavailable(f"cannot connect to broker at {redact_url(url)}: {type(exc).__name__}") from exc
 
 
-def backoff_delays(base: float = 0.5, cap: float = 30.0) -> Any:
-    """Exponential backoff with full jitter, forever: 0.5 s, 1 s, 2 s … capped."""
-    attempt = 0
+def backoff_delays(base: float = 0.5, cap: float = 30.0) -> Iterator[float]:
+    """Delays for reconnect loops, forever: exponential from ``base`` with jitter, capped (tenacity)."""
+    wait = tenacity.wait_exponential_jitter(multiplier=base, max=cap, jitter=base)
+    state = tenacity.RetryCallState(tenacity.Retrying(), None, (), {})
     while True:
-        yield random.uniform(base / 2, min(cap, base * (2**attempt)))
-        attempt += 1
+        yield float(wait(state))
+        state.attempt_number += 1
 
 
 class Publisher:

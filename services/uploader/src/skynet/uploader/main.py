@@ -95,6 +95,7 @@ def run(settings: UploaderSettings) -> None:
         mirror=settings.delete_mode == "mirror",
         on_remote_down=on_remote_down,
         progress_interval_s=settings.progress_interval_s,
+        max_file_size=settings.max_file_size,
     )
 
     def on_dead(d: Delivery, reason: str, attempts: int) -> None:

@@ -13,16 +13,19 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+import tenacity
+
 from skynet.common.broker import ACK, Delivery, Outcome
 from skynet.common.errors import (
     InvalidMessage,
     LocalFileError,
     PermanentError,
+    RemoteRefused,
     RemoteUnavailable,
     SkynetError,
     TransientError,
 )
-from skynet.common.messages import FileEvent, FileState, Generation, PathMoved, decode_action
+from skynet.common.messages import FileEvent, FileState, Generation, PathChanged, PathMoved, decode_action
 from skynet.uploader.localfs import LocalFolder
 from skynet.uploader.reconcile import Decision, can_move, decide
 from skynet.uploader.storage.base import Backend
@@ -35,6 +38,12 @@ class TransferCancelled(TransientError):
 
 
 MAX_CHASES = 5  # re-uploads in a row of a file that keeps changing under us before giving up for now
+IN_PROCESS_ATTEMPTS = 3  # the first rung of the retry ladder
+
+
+def _retry_in_process(exc: BaseException) -> bool:
+    """Transient errors other than an unreachable remote (that pauses) or a stop (that hands back)."""
+    return isinstance(exc, TransientError) and not isinstance(exc, RemoteUnavailable | TransferCancelled)
 
 
 @dataclass
@@ -69,8 +78,10 @@ class Reconciler:
         mirror: bool,
         on_remote_down: Callable[[RemoteUnavailable], None],
         progress_interval_s: float = 0.5,
+        max_file_size: int = 0,
     ) -> None:
         self.source = source
+        self.max_file_size = max_file_size  # 0: no limit of our own (the target may still refuse)
         self.worker = worker
         self.folder = folder
         self._open_backend = open_backend
@@ -146,12 +157,16 @@ class Reconciler:
         path = action.dst if isinstance(action, PathMoved) else action.path
         self.counters.add(active=1)
         try:
-            if isinstance(action, PathMoved):
-                self._moved(action)
-            elif action.is_dir:
-                self._tree(action.path, action.id)
-            else:
-                self._file(action.path, force=action.force, action_id=action.id, hinted=action.generation is not None)
+            # The first rung of the retry ladder: a couple of quick in-process retries with
+            # jittered backoff for transient errors, before the delayed retry queues.
+            for attempt in tenacity.Retrying(
+                retry=tenacity.retry_if_exception(_retry_in_process),
+                stop=tenacity.stop_after_attempt(IN_PROCESS_ATTEMPTS),
+                wait=tenacity.wait_exponential_jitter(multiplier=0.2, max=2.0, jitter=0.2),
+                reraise=True,
+            ):
+                with attempt:
+                    self._dispatch(action)
             self._requeues.pop(action.id, None)
             return ACK
         except TransferCancelled:
@@ -181,6 +196,14 @@ class Reconciler:
             return Outcome("retry", exc.reason)
         finally:
             self.counters.add(active=-1)
+
+    def _dispatch(self, action: PathChanged | PathMoved) -> None:
+        if isinstance(action, PathMoved):
+            self._moved(action)
+        elif action.is_dir:
+            self._tree(action.path, action.id)
+        else:
+            self._file(action.path, force=action.force, action_id=action.id, hinted=action.generation is not None)
 
     # ------------------------------------------------------------------ files
 
@@ -215,6 +238,11 @@ class Reconciler:
                 self.event("deleted", path, remote=backend.describe(path))
                 return
             assert local is not None
+            if self.max_file_size and local.size > self.max_file_size:
+                raise RemoteRefused(
+                    f"{path!r} is {local.size} bytes: over the target's limit of {self.max_file_size} bytes"
+                    " (SKYNET_MAX_FILE_SIZE)"
+                )
             if self._upload(backend, path, local, action_id):
                 return
             force = True  # it changed while we sent it: send it again, whatever the remote says

@@ -35,6 +35,7 @@ from botocore.exceptions import ClientError
 
 from skynet.common.errors import LocalFileError, TransientError
 from skynet.common.messages import Generation
+from skynet.uploader.storage._localfile import open_regular
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -77,7 +78,7 @@ def marker_key(prefix: str, key: str) -> str:
 
 def read_part(local_file: str, part: Part) -> bytes:
     try:
-        with open(local_file, "rb") as f:
+        with open_regular(local_file) as f:
             f.seek(part.offset)
             data = f.read(part.length)
     except OSError as exc:

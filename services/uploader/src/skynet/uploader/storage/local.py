@@ -29,6 +29,7 @@ from skynet.common.errors import (
 from skynet.common.messages import Generation
 from skynet.common.paths import remote_join, validate_rel_path
 from skynet.uploader.storage import _partial
+from skynet.uploader.storage._localfile import open_regular
 from skynet.uploader.storage.base import (
     Backend,
     CallbackError,
@@ -106,10 +107,7 @@ class LocalBackend(Backend):
         self._require_base()
         folder, name = os.path.split(full)
         partial = os.path.join(folder, _partial.partial_name(name, generation))
-        try:
-            src = open(local_file, "rb")  # noqa: SIM115 - closed below
-        except OSError as exc:
-            raise LocalFileError(f"cannot read {local_file}: {exc.strerror or exc}") from exc
+        src = open_regular(local_file)  # closed below
         try:
             try:
                 os.makedirs(folder, exist_ok=True)

@@ -46,6 +46,7 @@ from skynet.common.errors import (
 from skynet.common.messages import Generation
 from skynet.common.paths import remote_join, validate_rel_path
 from skynet.uploader.storage import _partial, _sftp_connect
+from skynet.uploader.storage._localfile import open_regular
 from skynet.uploader.storage.base import (
     Backend,
     CallbackError,
@@ -240,10 +241,7 @@ class SftpBackend(Backend):
         remote = self._remote(path)
         folder, name = posixpath.split(remote)
         partial = posixpath.join(folder, _partial.partial_name(name, generation))
-        try:
-            src = open(local_file, "rb")  # noqa: SIM115 - closed below
-        except OSError as exc:
-            raise LocalFileError(f"cannot read {local_file}: {exc.strerror or exc}") from exc
+        src = open_regular(local_file)  # closed below
         try:
             sftp = self._client()
             self._mkdirs(sftp, folder)
