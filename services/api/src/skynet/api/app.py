@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, Request, Response
 
-from skynet.api import auth, errors
+from skynet.api import auth, dashboard, errors
 from skynet.api.admin_routes import admin_router
 from skynet.api.broker import QueueMonitor
 from skynet.api.db import Database
@@ -66,6 +66,7 @@ def create_app(settings: ApiSettings, *, db: Database | None = None) -> FastAPI:
     app.include_router(stream_router(), dependencies=stream)
     app.include_router(admin_router(), dependencies=admin)
     app.include_router(metrics_router(), dependencies=[] if settings.api_open_metrics else read)
+    dashboard.install(app, read)
 
     @app.middleware("http")
     async def access_log(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
