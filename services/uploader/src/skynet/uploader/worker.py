@@ -224,6 +224,10 @@ class Reconciler:
                 self.event("skipped", path, size=local.size if local else None, reason="already up to date")
                 return
             if decision is Decision.NOTHING:
+                # Gone on both sides, but an upload of it may have been cut short by its
+                # disappearance: leave no open multipart upload or partial file behind.
+                with self._path_lock(path):
+                    backend.cleanup(path)
                 if hinted:
                     log.info("%r vanished before it could be uploaded; nothing to do", path)
                     self.event("skipped", path, reason="vanished before upload (gone locally and remotely)")
