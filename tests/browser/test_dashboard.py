@@ -222,6 +222,13 @@ def test_files_move_on_the_page_and_an_admin_retries_a_failure(
     admin.evaluate("window.scrollTo(0, 0)")
     admin.screenshot(path=str(shots / "dashboard-failure.png"))
 
+    # At phone width nothing sticks out sideways, and the retry button is still there.
+    admin.set_viewport_size({"width": 390, "height": 844})
+    assert admin.evaluate("document.documentElement.scrollWidth") <= 390
+    expect(failure.get_by_role("button", name=f"Retry {blocked}")).to_be_visible()
+    admin.screenshot(path=str(tmp_path / "dashboard-phone.png"), full_page=True)
+    admin.set_viewport_size(VIEWPORT)  # type: ignore[arg-type]
+
     # A read token sees the failure but has no retry button.
     reader = sign_in(browser, dashboard.url, READ)
     expect(reader.locator("#role-badge")).to_have_text("read-only")
