@@ -127,7 +127,6 @@ def bench_notifier(events: list[FileEvent]) -> dict[str, Any]:
             depth = sum(ch.queue_declare(q, passive=True).method.message_count for q in (EVENTS_QUEUE, PROGRESS_QUEUE))
             if depth >= len(events):
                 break
-            print(f"  published {depth}/{len(events)}", file=sys.stderr)
             time.sleep(0.5)
         publish_s = time.perf_counter() - t
         conn.close()
@@ -150,8 +149,6 @@ def bench_notifier(events: list[FileEvent]) -> dict[str, Any]:
                 break
             if proc.poll() is not None:
                 raise RuntimeError("notifier exited")
-            if int(now * 20) % 40 == 0:
-                print(f"  stored {n}/{len(events)}", file=sys.stderr)
             time.sleep(0.05)
         elapsed = now - (first_t or now)
         proc.terminate()
@@ -217,9 +214,9 @@ RECENT_DONE_SQL = (
 BIG_EVENTS_SQL = """
 INSERT INTO events (id, type, source, path, state, worker, size, created_at, received_at, payload)
 SELECT md5('e' || g), 'file.' || st || '.v1',
-       CASE WHEN f % 2 = 0 THEN 'cam' ELSE 'lab' END,
-       'dir' || lpad((f % 1000)::text, 4, '0') || '/file' || lpad(f::text, 7, '0') || '.bin',
-       st, 'up-' || (g % 8), 1000,
+       CASE WHEN f %% 2 = 0 THEN 'cam' ELSE 'lab' END,
+       'dir' || lpad((f %% 1000)::text, 4, '0') || '/file' || lpad(f::text, 7, '0') || '.bin',
+       st, 'up-' || (g %% 8), 1000,
        now() - interval '29 days' + g * interval '0.25 seconds', now(),
        jsonb_build_object('id', md5('e' || g), 'type', 'file.' || st || '.v1', 'state', st, 'size', 1000)
 FROM generate_series(%(lo)s, %(hi)s) AS g,
@@ -331,6 +328,7 @@ def main() -> int:
     ap.add_argument("--files", type=int, default=1_000_000)
     ap.add_argument("--log-events", type=int, default=10_000_000)
     ap.add_argument("--requests", type=int, default=200)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--skip-latency", action="store_true")
     ap.add_argument("--big-db", help="reuse an existing database built by a previous run")
@@ -339,16 +337,20 @@ def main() -> int:
     print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
     if not args.skip_throughput:
         events = make_events(args.events)
-        bare = bench_bare(events)
-        notifier = bench_notifier(events)
-        print("\n| writer | events | seconds | events/s |\n|---|---|---|---|")
-        print(f"| bare psycopg2 execute_values (events table only) | {bare['events']} | ", end="")
-        print(f"{bare['seconds']:.2f} | {bare['rate']:.0f} |")
-        print(
-            f"| skynet notifier (broker → events + files + counters, acks) | {notifier['events']} | "
-            f"{notifier['seconds']:.2f} | {notifier['rate']:.0f} |"
-        )
-        print(f"\nratio notifier / bare: {notifier['rate'] / bare['rate']:.2f}; files done: {notifier['files_done']}")
+        print("\n| round | writer | events | seconds | events/s |\n|---|---|---|---|---|")
+        ratios = []
+        for r in range(1, args.rounds + 1):
+            bare = bench_bare(events)
+            notifier = bench_notifier(events)
+            ratios.append(notifier["rate"] / bare["rate"])
+            print(f"| {r} | bare psycopg2 execute_values (events table only) | {bare['events']} | ", end="")
+            print(f"{bare['seconds']:.2f} | {bare['rate']:.0f} |")
+            print(
+                f"| {r} | skynet notifier (broker → events + files + counters, acks) | {notifier['events']} | ", end=""
+            )
+            print(f"{notifier['seconds']:.2f} | {notifier['rate']:.0f} |")
+            assert notifier["files_done"] == len({e.path for e in events}), notifier
+        print(f"\nratio notifier / bare per round: {', '.join(f'{x:.2f}' for x in ratios)}")
     if not args.skip_latency:
         t = time.perf_counter()
         db = args.big_db or build_big(args.files, args.log_events)

@@ -49,10 +49,13 @@ class Database:
         self._slots = threading.BoundedSemaphore(pool_size)
 
     def _get_pool(self) -> psycopg2.pool.ThreadedConnectionPool:
+        """The pool, opened (with all its connections) on first use; DatabaseUnavailable if it cannot."""
         with self._lock:
             if self._pool is None:
+                # minconn = maxconn: psycopg2's pool closes every connection returned beyond
+                # minconn, which would mean one new connection per request.
                 self._pool = psycopg2.pool.ThreadedConnectionPool(
-                    0,
+                    self._size,
                     self._size,
                     self._dsn,
                     connect_timeout=3,
@@ -71,7 +74,10 @@ class Database:
             self._slots.release()
 
     def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        pool = self._get_pool()
+        try:
+            pool = self._get_pool()
+        except psycopg2.Error as exc:
+            raise DatabaseUnavailable(f"database unavailable ({type(exc).__name__})") from exc
         try:
             conn = pool.getconn()
         except (psycopg2.Error, psycopg2.pool.PoolError) as exc:

@@ -139,8 +139,8 @@ def read_router() -> APIRouter:
         return FileDetail(file=f, history=events)
 
     @router.get("/transfers", response_model=TransferList, responses=errs, summary="Uploads in progress")
-    def transfers(db: DbDep, source: SourceQ = None) -> TransferList:
-        return TransferList(items=db.run(queries.active_transfers, source=source))
+    def transfers(db: DbDep, source: SourceQ = None, limit: LimitQ = 100) -> TransferList:
+        return TransferList(items=db.run(queries.active_transfers, source=source, limit=limit))
 
     @router.get("/workers", response_model=WorkerList, responses=errs, summary="Workers and their last heartbeat")
     def workers(request: Request, db: DbDep) -> WorkerList:
