@@ -222,6 +222,18 @@ def test_files_move_on_the_page_and_an_admin_retries_a_failure(
     admin.evaluate("window.scrollTo(0, 0)")
     admin.screenshot(path=str(shots / "dashboard-failure.png"))
 
+    # The file list filters on the server: by path prefix, by state.
+    files = admin.locator("#files tbody tr")
+    admin.get_by_label("Path starts with").fill("notes/")
+    expect(files).to_have_count(3)
+    expect(files.first).to_have_attribute("data-path", first)
+    admin.get_by_label("Path starts with").fill("")
+    admin.get_by_label("State").select_option(failure.locator(".state").inner_text())
+    expect(files).to_have_count(1)
+    expect(files.first).to_have_attribute("data-path", blocked)
+    admin.get_by_label("State").select_option("")
+    expect(files).to_have_count(len(small) + 4 + 1)
+
     # At phone width nothing sticks out sideways, and the retry button is still there.
     admin.set_viewport_size({"width": 390, "height": 844})
     assert admin.evaluate("document.documentElement.scrollWidth") <= 390

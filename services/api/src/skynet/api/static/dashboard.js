@@ -219,7 +219,7 @@ function onEvent(e) {
   const row = s.files.items.find((f) => f.source === e.source && f.path === e.path);
   if (row) {
     row.state = e.state;
-    row.updated_at = e.created_at;
+    row.state_at = e.created_at;
     if (e.size !== null && e.size !== undefined) row.size = e.size;
     renderFiles();
   }
@@ -376,15 +376,14 @@ function drawThroughput() {
     const bh = ((bottom - top) * b.bytes) / maxBytes;
     ctx.fillRect(i * bw + 1, bottom - bh, Math.max(1, bw - 2), bh);
   });
-  ctx.strokeStyle = p.c2;
-  ctx.lineWidth = 2;
-  ctx.beginPath();
+  // Files per minute: a dot per busy minute (a line would zigzag between busy and idle minutes).
+  ctx.fillStyle = p.c2;
   items.forEach((b, i) => {
-    const x = i * bw + bw / 2, y = bottom - ((bottom - top) * b.files) / maxFiles;
-    if (i === 0) ctx.moveTo(x, y);
-    else ctx.lineTo(x, y);
+    if (!b.files) return;
+    ctx.beginPath();
+    ctx.arc(i * bw + bw / 2, bottom - ((bottom - top) * b.files) / maxFiles, 3, 0, 2 * Math.PI);
+    ctx.fill();
   });
-  ctx.stroke();
   const files = items.reduce((a, b) => a + b.files, 0), bytes = items.reduce((a, b) => a + b.bytes, 0);
   const text = `Last hour: ${files} files, ${fmtBytes(bytes)} done; busiest minute ${fmtBytes(maxBytes)}.`;
   canvas.setAttribute("aria-label", `Throughput chart. ${text}`);
@@ -399,7 +398,7 @@ function drawQueues() {
   const pts = s.queueSamples;
   const max = Math.max(1, ...pts.map((x) => Math.max(x.waiting, x.retrying, x.dead)));
   const span = (QUEUE_SAMPLES * STATUS_EVERY_MS) / 60000;
-  frame(ctx, w, h, p, `${max} messages`, `−${span} min`, "now");
+  frame(ctx, w, h, p, `${max} message${max === 1 ? "" : "s"}`, `−${span} min`, "now");
   const top = 14, bottom = h - 18, step = w / (QUEUE_SAMPLES - 1);
   const x0 = w - (pts.length - 1) * step;
   for (const [key, color] of [["waiting", p.c1], ["retrying", p.c3], ["dead", p.c4]]) {
@@ -567,7 +566,7 @@ function renderFiles() {
       el("td", { class: "path", text: showPath(f.source, f.path) }),
       el("td", {}, stateBadge(f.state)),
       el("td", { class: "num", text: fmtBytes(f.size) }),
-      timeCell(f.updated_at),
+      timeCell(f.state_at),
     ),
   );
   $("files").tBodies[0].replaceChildren(...rows);
