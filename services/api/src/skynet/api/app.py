@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import Depends, FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from skynet.api import auth, dashboard, errors
 from skynet.api.admin_routes import admin_router
@@ -57,32 +58,46 @@ def create_app(settings: ApiSettings, *, db: Database | None = None) -> FastAPI:
     errors.install(app)
 
     open_api = settings.api_insecure_no_auth and settings.api_token is None and settings.api_admin_token is None
-    read = [] if open_api else [Depends(auth.require_read)]
-    admin = [] if open_api else [Depends(auth.require_admin)]
-    stream = [] if open_api else [Depends(auth.require_read_or_query)]
+    read = [] if open_api else [Depends(auth.read_access)]
+    admin = [] if open_api else [Depends(auth.admin_access)]
+    stream = [] if open_api else [Depends(auth.stream_access)]
 
     app.include_router(health_router(), dependencies=[] if settings.api_open_health else read)
     app.include_router(read_router(), dependencies=read)
     app.include_router(stream_router(), dependencies=stream)
     app.include_router(admin_router(), dependencies=admin)
     app.include_router(metrics_router(), dependencies=[] if settings.api_open_metrics else read)
+    app.add_middleware(AccessLog, counter=app.state.requests)
     dashboard.install(app, read)
 
-    @app.middleware("http")
-    async def access_log(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        """One line per request: method, path (never the query string: it may hold a token), status."""
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        template = getattr(route, "path", "<unmatched>")
-        app.state.requests.inc(request.method, template, response.status_code)
-        log.info(
-            "%s %s %d %.1fms",
-            request.method,
-            request.url.path,
-            response.status_code,
-            (time.perf_counter() - started) * 1000,
-        )
-        return response
-
     return app
+
+
+class AccessLog:
+    """One log line per request — method, path (never the query string: it may hold a token),
+    status, duration — and the request counter of /metrics. A plain ASGI middleware: it does not
+    buffer or re-wrap responses, so the event stream flows through untouched."""
+
+    def __init__(self, app: ASGIApp, counter: RequestCounter) -> None:
+        self.app = app
+        self.counter = counter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            template = getattr(scope.get("route"), "path", "<unmatched>")
+            self.counter.inc(scope["method"], template, status)
+            log.info("%s %s %d %.1fms", scope["method"], scope["path"], status, (time.perf_counter() - started) * 1000)

@@ -33,6 +33,10 @@ LimitQ = Annotated[int, Query(ge=1, le=1000, description="page size")]
 CursorQ = Annotated[str | None, Query(max_length=20_000, pattern=r"^[A-Za-z0-9_-]*$", description="next_cursor")]
 
 
+async def _db_dep(request: Request) -> Database:
+    return _db(request)
+
+
 def _db(request: Request) -> Database:
     db: Database = request.app.state.db
     return db
@@ -43,7 +47,7 @@ def _settings(request: Request) -> ApiSettings:
     return s
 
 
-DbDep = Annotated[Database, Depends(_db)]
+DbDep = Annotated[Database, Depends(_db_dep)]
 
 
 def full_status(request: Request) -> Status:
