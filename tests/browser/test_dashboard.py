@@ -52,6 +52,7 @@ ADMIN = "admin-token-0123456789abcdef"
 UPLOAD_RATE = 4 * 1024 * 1024  # bytes/s through the proxy to sshd
 VIEWPORT = {"width": 1280, "height": 900}
 LONG = 60_000  # ms, for what waits on the pipeline
+HELD_REASON = "140 deletes within 10 s is over the threshold of 100: held"
 
 
 class _Throttled:
@@ -260,3 +261,52 @@ def test_files_move_on_the_page_and_an_admin_retries_a_failure(
     # The read-only page follows along, live.
     expect(read_row).to_have_count(0, timeout=LONG)
     dashboard.stack.wait_mirror(timeout=60)
+
+
+@pytest.fixture
+def seeded_api(tmp_path: Path, migrated_pg_url: str) -> Iterator[str]:
+    """The API alone over a database seeded with 130 done files, a held delete and a failure."""
+    from skynet.common.messages import FileEvent
+    from skynet.notifier.store import EventStore
+
+    now = time.time()
+    events = [
+        FileEvent.make("done", source="default", path=f"photos/img-{i:04d}.jpg", size=3000, created_at=now - i)
+        for i in range(130)
+    ]
+    events.append(
+        FileEvent.make("held", source="default", path="old/report.pdf", reason=HELD_REASON, created_at=now - 5)
+    )
+    store = EventStore(migrated_pg_url)
+    try:
+        store.store(events)  # type: ignore[arg-type]
+    finally:
+        store.close()
+    api, url = start_api(migrated_pg_url, str(tmp_path / "api.log"), SKYNET_API_TOKEN=READ)
+    try:
+        yield url
+    finally:
+        stop_process(api)
+
+
+def test_held_deletes_show_their_reason_and_long_lists_page_on_the_server(browser: Browser, seeded_api: str) -> None:
+    from playwright.sync_api import expect
+
+    page = sign_in(browser, seeded_api, READ)
+    held = page.locator("#held tr[data-path='old/report.pdf']")
+    expect(held.locator(".reason")).to_have_text(HELD_REASON)
+    expect(page.locator("#summary div", has_text="Held deletes").locator("dd")).to_have_text("1")
+
+    files = page.locator("#files tbody tr")
+    more = page.get_by_role("button", name="Load more files")
+    expect(files).to_have_count(50)
+    more.click()
+    expect(files).to_have_count(100)
+    more.click()
+    expect(files).to_have_count(131)
+    expect(more).to_be_hidden()
+    page.get_by_label("Path starts with").fill("photos/img-01")
+    expect(files).to_have_count(30)
+    page.get_by_label("State").select_option("held")
+    expect(files).to_have_count(0)
+    expect(page.locator("#files-empty")).to_be_visible()

@@ -612,7 +612,13 @@ document.addEventListener("DOMContentLoaded", () => {
 
   const saved = sessionStorage.getItem(TOKEN_KEY);
   if (saved) {
-    signIn(saved).catch(() => signOut("Your session has ended; sign in again."));
+    signIn(saved).catch((err) => {
+      if (err instanceof AuthError) return signOut("Your session has ended; sign in again.");
+      // The API is away: keep the token, let the user try again.
+      s.token = null;
+      $("login").hidden = false;
+      $("login-error").textContent = `Could not reach the API: ${err.message}`;
+    });
   } else {
     $("login").hidden = false;
     $("token").focus();
