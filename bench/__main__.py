@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import logging
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,6 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", default=",".join(WORKLOADS), help=f"comma-separated subset of {','.join(WORKLOADS)}")
     p.add_argument("--kinds", default="sftp,s3", help="remotes to measure: sftp,s3")
     p.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
+    p.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also run skynet as of git revision REV side by side (small files, latency): what a change bought",
+    )
     p.add_argument("--work", type=Path, default=HERE / "work")
     for f in dataclasses.fields(QUICK):
         p.add_argument(f"--{f.name.replace('_', '-')}", type=int, default=None, help=f"override {f.name}")
@@ -55,9 +61,22 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(work / "runs", ignore_errors=True)
     started = time.perf_counter()
     results = Results()
+    baseline = None
+    if args.baseline:
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", args.baseline], capture_output=True, text=True, check=True, cwd=HERE.parent
+        ).stdout.strip()
+        tree = work / f"baseline-{rev}"
+        if not tree.exists():
+            tree.mkdir()
+            archive = subprocess.run(
+                ["git", "archive", rev, "services"], capture_output=True, check=True, cwd=HERE.parent
+            )
+            subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
+        baseline = (f"@{rev}", tree)
     env = BenchEnv(work).start()
     try:
-        run_all(Bench(env, work, sizes, results, quick=args.quick), only, kinds)
+        run_all(Bench(env, work, sizes, results, quick=args.quick, baseline=baseline), only, kinds)
     finally:
         env.close()
         shutil.rmtree(work / "runs", ignore_errors=True)

@@ -77,7 +77,7 @@ class Remote:
 
 class BenchEnv:
     def __init__(self, work: Path) -> None:
-        self.work = work
+        self.work = work.resolve()
         self.sshd: SftpServer | None = None
         self.moto: S3Server | None = None
         self.vhost = f"bench-{uuid.uuid4().hex[:10]}"

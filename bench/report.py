@@ -70,7 +70,7 @@ def figures_table(res: Results) -> list[str]:
         ratio = ""
         if not _is_skynet(s):
             mine = [x for x in res.series if x.workload == s.workload and _is_skynet(x) and x.values]
-            if len(mine) == 1 and s.unit == mine[0].unit:
+            if mine and s.unit == mine[0].unit:  # the first skynet series is the current code
                 ratio = f"{mine[0].median / s.median:.2f}×"
         lines.append(f"| {s.workload} | {s.tool} | {fmt(s.median)} {s.unit} | {s.span()} | {len(s.values)} | {ratio} |")
     return lines

@@ -11,6 +11,7 @@ latency workload.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import shutil
@@ -55,8 +56,17 @@ FULL = Sizes(10_000, 4096, 1024, 200, 1_000, 200_000, 10_000, 4096, 3, 2)
 
 
 class Bench:
-    def __init__(self, env: BenchEnv, work: Path, sizes: Sizes, results: Results, quick: bool = False) -> None:
+    def __init__(
+        self,
+        env: BenchEnv,
+        work: Path,
+        sizes: Sizes,
+        results: Results,
+        quick: bool = False,
+        baseline: tuple[str, Path] | None = None,
+    ) -> None:
         self.env, self.work, self.sizes, self.res = env, work, sizes, results
+        self.baseline = baseline  # (label, source tree): an older skynet, run side by side (small, latency)
         self.quick = quick  # smoke run: the slowest S3 parts (scaling, uploader RSS) are left out
         self._n = 0
 
@@ -111,6 +121,12 @@ class Bench:
 
     _expected: dict[str, int] = {}
 
+    def baseline_env(self) -> dict[str, str]:
+        assert self.baseline is not None
+        root = self.baseline[1]
+        services = ("common", "watcher", "uploader", "notifier", "api")
+        return {"PYTHONPATH": os.pathsep.join(str(root / "services" / s / "src") for s in services)}
+
     # ------------------------------------------------------------------ 1. small files
 
     def small_files(self, kind: str) -> None:
@@ -121,9 +137,24 @@ class Bench:
         conc = 4 if kind == "sftp" else 8
         self._expected[wl] = n
         remote = self.env.remote(kind)
-        with SkynetRun(self.env, remote, self.base(f"small-{kind}"), settle_ms=0, concurrency=conc) as sk:
+        with contextlib.ExitStack() as stack:
+            sk = stack.enter_context(
+                SkynetRun(self.env, remote, self.base(f"small-{kind}"), settle_ms=0, concurrency=conc)
+            )
+            old = None
+            if self.baseline is not None:
+                old_remote = self.env.remote(kind)
+                stack.callback(old_remote.clear)
+                old = stack.enter_context(
+                    SkynetRun(self.env, old_remote, self.base(f"small-{kind}-baseline"), settle_ms=0,
+                              concurrency=conc, extra_env=self.baseline_env())
+                )  # fmt: skip
             for r in range(self.sizes.runs):
                 self._skynet_small(sk, wl, data, files, f"run{r}", f"skynet (concurrency {conc})")
+                if old is not None and self.baseline is not None:
+                    self._skynet_small(
+                        old, wl, data, files, f"run{r}", f"skynet {self.baseline[0]} (concurrency {conc})"
+                    )
                 self.res.get(wl, f"skynet (concurrency {conc})", "files/s")
                 if kind == "sftp":
                     self.peer(
@@ -266,12 +297,17 @@ class Bench:
     # ------------------------------------------------------------------ 3. latency
 
     def latency(self, kind: str) -> None:
-        for settle in (500, 0):
+        variants: list[tuple[str, dict[str, str]]] = [("skynet", {})]
+        if self.baseline is not None:
+            variants.append((f"skynet {self.baseline[0]}", self.baseline_env()))
+        for settle, (label, extra) in itertools.product((500, 0), variants):
             wl = f"3. close → on {kind.upper()}, settle {settle} ms"
             remote = self.env.remote(kind)
             lat: list[float] = []
             try:
-                with SkynetRun(self.env, remote, self.base(f"lat-{kind}-{settle}"), settle_ms=settle) as sk:
+                with SkynetRun(
+                    self.env, remote, self.base(f"lat-{kind}-{settle}"), settle_ms=settle, extra_env=extra
+                ) as sk:
                     (sk.watch / "lat").mkdir()
                     payload = os.urandom(SMALL_SIZE)
                     for i in range(self.sizes.trials):
@@ -291,7 +327,7 @@ class Bench:
             if lat:
                 q = statistics.quantiles(lat, n=100, method="inclusive")
                 for name, v in (("p50", q[49]), ("p95", q[94]), ("p99", q[98])):
-                    self.res.get(wl, f"skynet {name}", "ms", higher_better=False).values.append(v)
+                    self.res.get(wl, f"{label} {name}", "ms", higher_better=False).values.append(v)
                 log.info("%s: p50 %.1f p95 %.1f p99 %.1f ms", wl, q[49], q[94], q[98])
 
     # ------------------------------------------------------------------ 4. scaling
