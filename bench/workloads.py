@@ -51,7 +51,7 @@ class Sizes:
 
 
 QUICK = Sizes(300, 64, 64, 20, 100, 10_000, 500, 256, 1, 1)
-DEFAULT = Sizes(2_000, 1024, 1024, 200, 400, 200_000, 10_000, 1024, 3, 1)
+DEFAULT = Sizes(2_000, 1024, 1024, 200, 400, 200_000, 10_000, 4096, 3, 1)
 FULL = Sizes(10_000, 4096, 1024, 200, 1_000, 200_000, 10_000, 4096, 3, 2)
 
 
@@ -301,6 +301,8 @@ class Bench:
         if self.baseline is not None:
             variants.append((f"skynet {self.baseline[0]}", self.baseline_env()))
         for settle, (label, extra) in itertools.product((500, 0), variants):
+            if settle and label != "skynet":
+                continue  # the baseline only with the shortest settle (the settle period dominates otherwise)
             wl = f"3. close → on {kind.upper()}, settle {settle} ms"
             remote = self.env.remote(kind)
             lat: list[float] = []
