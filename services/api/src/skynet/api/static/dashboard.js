@@ -212,9 +212,9 @@ function onEvent(e) {
       source: e.source, path: e.path, size: e.size ?? e.data.size ?? null, bytes_done: 0,
       started_at: e.created_at, rate: null, samples: [],
     });
-    renderTransfers();
+    scheduleTransfers();
   } else if (s.transfers.delete(key)) {
-    renderTransfers();
+    scheduleTransfers();
   }
   const row = s.files.items.find((f) => f.source === e.source && f.path === e.path);
   if (row) {
@@ -245,7 +245,7 @@ function onProgress(e) {
   while (t.samples.length > 6) t.samples.shift();
   const [a0, b0] = t.samples[0];
   if (t.samples.length > 1 && at > a0) t.rate = ((done - b0) * 1000) / (at - a0);
-  renderTransfers();
+  scheduleTransfers();
 }
 
 function markDirty(...what) {
@@ -437,6 +437,17 @@ async function refreshTransfers() {
   }
   s.transfers = fresh;
   renderTransfers();
+}
+
+// A burst of progress ticks redraws the list once per frame, not once per tick.
+let transfersFrame = 0;
+function scheduleTransfers() {
+  if (!transfersFrame) {
+    transfersFrame = requestAnimationFrame(() => {
+      transfersFrame = 0;
+      renderTransfers();
+    });
+  }
 }
 
 function renderTransfers() {
