@@ -64,16 +64,18 @@ WRITE_CHUNK = 1024 * 1024  # progress is reported, and a resume restarts, at the
 
 
 def generation_tag(generation: Generation) -> int:
-    """A 32-bit tag of the full generation, stored as the remote file's atime.
+    """A tag of the full generation, stored as the remote file's atime.
 
     SFTP (v3) records only whole-second mtimes, so two versions of a file written within one
     second with the same size would look identical and a newer one could be skipped. The remote
     mtime keeps the local mtime (seconds) for people and tools; the atime carries this tag of
-    (size, mtime_ns, inode). Should anything read the file and move its atime, the only cost is
-    one needless re-upload: a mismatch never hides a difference.
+    (size, mtime_ns, inode). The tag lies in the future (2038–2072), later than any mtime or
+    ctime, so reading the file on a ``relatime`` server (Linux's default) never moves it. Should
+    something move it anyway (``strictatime``), the only cost is one needless re-upload: a
+    mismatch never hides a difference.
     """
     digest = hashlib.blake2b(generation.token().encode(), digest_size=4).digest()
-    return int.from_bytes(digest, "big") & 0x7FFFFFFF
+    return 0x80000000 + (int.from_bytes(digest, "big") & 0x3FFFFFFF)
 
 
 def classify(exc: BaseException, what: str = "") -> SkynetError:
