@@ -27,6 +27,10 @@ class LocalFolder:
         ident = self._root_identity()
         return ident is not None and ident == self._identity
 
+    def accept_current_root(self) -> None:
+        """An admin released the held deletes: the folder there now is the one to guard."""
+        self._identity = self._root_identity()
+
     def path(self, rel: str) -> str:
         return local_path(self.root, rel)
 

@@ -205,14 +205,33 @@ class Reconciler:
         if isinstance(action, PathMoved):
             self._moved(action)
         elif action.is_dir:
-            self._tree(action.path, action.id)
+            self._tree(action.path, action.id, confirmed=action.force)
         else:
-            self._file(action.path, force=action.force, action_id=action.id, hinted=action.generation is not None)
+            self._file(
+                action.path,
+                force=action.force,
+                confirmed=action.force,
+                action_id=action.id,
+                hinted=action.generation is not None,
+            )
 
     # ------------------------------------------------------------------ files
 
-    def _file(self, path: str, *, force: bool = False, action_id: str | None = None, hinted: bool = False) -> None:
-        """Reconcile one file. ``hinted``: the action said the file existed locally."""
+    def _file(
+        self,
+        path: str,
+        *,
+        force: bool = False,
+        confirmed: bool = False,
+        action_id: str | None = None,
+        hinted: bool = False,
+    ) -> None:
+        """Reconcile one file. ``hinted``: the action said the file existed locally.
+
+        ``confirmed``: an admin asked for this (a released delete, a forced retry), so a delete
+        goes ahead even if the watched folder was replaced since start; the new folder is then
+        the one this uploader guards.
+        """
         backend = self.backend()
         for _chase in range(MAX_CHASES):
             local = self.folder.generation(path)
@@ -242,7 +261,9 @@ class Reconciler:
                 return
             if decision is Decision.DELETE:
                 if not self.folder.root_ok():
-                    raise TransientError("watched folder is gone or replaced: delete postponed")
+                    if not confirmed:
+                        raise TransientError("watched folder is gone or replaced: delete postponed")
+                    self.folder.accept_current_root()
                 backend.delete(path)
                 self.event("deleted", path, remote=backend.describe(path))
                 return
@@ -276,12 +297,18 @@ class Reconciler:
         try:
             with self._path_lock(path):
                 result = backend.upload(path, self.folder.path(path), gen, progress)
-        except (LocalFileError, PermanentError) as exc:
+        except (LocalFileError, PermanentError, TransientError) as exc:
+            if isinstance(exc, (RemoteUnavailable, TransferCancelled)):
+                raise  # the partial is kept for a resume of this same generation
             # If the file changed meanwhile, the failure says nothing about the new version (a
             # replica handling the newer one may even have discarded our partial): look again.
             after = self.folder.generation(path)
             if after != gen:
                 log.info("%r changed while being uploaded (%s); looking again", path, exc.reason)
+                # That generation is gone for good: no resume will ever finish its partial (an
+                # S3 multipart upload would stay open if the new version is sent in one PUT).
+                with self._path_lock(path):
+                    backend.cleanup(path)
                 return False
             raise
         self.counters.add(sent=result.bytes_sent)
@@ -328,13 +355,13 @@ class Reconciler:
         self._file(action.dst, action_id=action.id)
         self._file(action.src, action_id=action.id)
 
-    def _tree(self, folder: str, action_id: str) -> None:
+    def _tree(self, folder: str, action_id: str, confirmed: bool = False) -> None:
         """Reconcile every remote file below ``folder`` with the local folder."""
         backend = self.backend()
         failures: list[str] = []
         for entry in list(backend.list(folder)):
             try:
-                self._file(entry.path, action_id=action_id)
+                self._file(entry.path, action_id=action_id, confirmed=confirmed)
             except (PermanentError, LocalFileError) as exc:
                 failures.append(f"{entry.path}: {exc.reason}")
                 self.event("failed", entry.path, reason=exc.reason)

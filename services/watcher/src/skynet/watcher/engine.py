@@ -87,6 +87,7 @@ class Engine:
         self.index: dict[str, GenTuple] = {p: (g.size, g.mtime_ns, g.inode) for p, g in store.index_items()}
         self._stop = threading.Event()
         self._root_id = self._root_identity()
+        self.on_root_changed: Callable[[], None] | None = None  # re-arms the observer on a new root
         self._delete_times: deque[float] = deque()
         self._held_reported: set[str] = set()
         self._scanning = False
@@ -393,6 +394,9 @@ class Engine:
             self._held_reported.add("")
             log.error("watched folder %s is gone, unmounted or replaced: every delete is held", self.root)
             self._emit("held", "", reason="watched folder is gone, unmounted or replaced; deletes are held")
+            # An emptied or replaced root sends no delete events (the old folder's files still
+            # exist elsewhere): a scan finds what is missing, and each such delete is held.
+            self.request_scan("root gone or replaced")
 
     def _deletes_allowed(self, count: int, rel: str) -> bool:
         """False (and the delete is held and reported) when a safety rule trips."""
@@ -413,7 +417,9 @@ class Engine:
             return True
         if self.mirror:
             is_dir = count > 1 or any(p.startswith(rel + "/") for p in self.index)
-            action = PathChanged(source=self.source, path=rel, is_dir=is_dir)
+            # force: published only when an admin releases it, so the uploaders apply it even
+            # though their own check still sees a replaced root.
+            action = PathChanged(source=self.source, path=rel, is_dir=is_dir, force=True)
             self.store.hold(rel, action, reason, time.time())
             self._emit("held", rel, reason=f"delete held: {reason}")
         log.warning("delete of %s held: %s", rel, reason)
@@ -431,8 +437,16 @@ class Engine:
                 self.store.record(index_drop=[path])
         self._delete_times.clear()
         self._held_reported.clear()
-        self._root_id = self._root_identity()
+        old_root, self._root_id = self._root_id, self._root_identity()
         log.info("released %d held deletes", len(released))
+        if self._root_id is not None and self._root_id != old_root:
+            log.warning("the watched folder %s was replaced: watching the new one", self.root)
+            if self.on_root_changed is not None:
+                try:
+                    self.on_root_changed()
+                except Exception:
+                    log.exception("could not watch the new folder %s; periodic rescans still cover it", self.root)
+            self.request_scan("new root")
         if released:
             self.wake_pump()
 

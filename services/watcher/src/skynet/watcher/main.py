@@ -43,6 +43,15 @@ def run(settings: WatcherSettings) -> None:
     pump.start()
     install_overflow_hook(lambda: engine.request_scan("inotify queue overflow"))
     observer = start_observer(engine.root, settings.observer, settings.poll_interval_ms / 1000, engine.queue)
+
+    def rewatch() -> None:
+        # The root was replaced (and the admin released the held deletes): inotify still
+        # watches the old folder, so watch the one that is there now.
+        nonlocal observer
+        observer.stop()
+        observer = start_observer(engine.root, settings.observer, settings.poll_interval_ms / 1000, engine.queue)
+
+    engine.on_root_changed = rewatch
     control = ControlListener(
         url, topology, name, lambda: engine.request_scan("requested"), engine.release_held, settings.amqp_ca_file
     ).start()
