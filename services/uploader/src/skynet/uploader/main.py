@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 import sys
@@ -180,6 +181,8 @@ def main() -> None:
     secrets = [settings.amqp_url.get_secret_value()]
     if settings.sftp_password:
         secrets.append(settings.sftp_password.get_secret_value())
+    # boto3 reads these itself; should one ever reach a message, it is scrubbed like ours.
+    secrets += [os.environ.get(name, "") for name in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")]
     setup_logging(settings.log_level, settings.log_format, secrets=secrets)
     try:
         run(settings)
