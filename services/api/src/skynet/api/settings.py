@@ -9,9 +9,11 @@ placeholder or short secrets are refused.
 from __future__ import annotations
 
 import re
+from typing import Annotated
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic_settings import NoDecode
 
 from skynet.common.messages import SOURCE_PATTERN
 from skynet.common.settings import BaseServiceSettings
@@ -36,7 +38,7 @@ class ApiSettings(BaseServiceSettings):
     api_open_metrics: bool = False
     api_db_pool_size: int = Field(default=8, ge=1, le=100)
     api_worker_stale_s: float = Field(default=30.0, gt=0)
-    api_sources: tuple[str, ...] = ()
+    api_sources: Annotated[tuple[str, ...], NoDecode] = ()  # a plain comma list, not JSON
     api_queue_cache_s: float = Field(default=5.0, ge=0)
 
     @field_validator("database_url")

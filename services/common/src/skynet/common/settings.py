@@ -105,13 +105,16 @@ def load_settings(cls: type[S], **overrides: object) -> S:
         prefix = str(cls.model_config.get("env_prefix", ""))
         lines = []
         for err in exc.errors():
-            field = str(err["loc"][0]) if err["loc"] else "?"
-            var = f"{prefix}{field}".upper()
+            field = str(err["loc"][0]) if err["loc"] else ""
+            var = f"{prefix}{field}".upper() if field else "configuration"
             given = err.get("input")
+            # Echo the value only for a plain, non-secret field: a model-level error's input is
+            # the whole settings dict, tokens included.
+            secret = any(word in field for word in ("password", "token", "url", "secret", "key"))
             shown = (
-                ""
-                if given is None or "password" in field or "token" in field or "url" in field
-                else f" (got {str(given)[:80]!r})"
+                f" (got {str(given)[:80]!r})"
+                if field and not secret and isinstance(given, str | int | float | bool)
+                else ""
             )
             lines.append(f"{var}: {err['msg']}{shown}")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None

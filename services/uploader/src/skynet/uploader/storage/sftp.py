@@ -69,7 +69,7 @@ def generation_tag(generation: Generation) -> int:
     SFTP (v3) records only whole-second mtimes, so two versions of a file written within one
     second with the same size would look identical and a newer one could be skipped. The remote
     mtime keeps the local mtime (seconds) for people and tools; the atime carries this tag of
-    (size, mtime_ns, inode). The tag lies in the future (2038–2072), later than any mtime or
+    (size, mtime_ns, inode). The tag lies in the future (2038 to 2072), later than any mtime or
     ctime, so reading the file on a ``relatime`` server (Linux's default) never moves it. Should
     something move it anyway (``strictatime``), the only cost is one needless re-upload: a
     mismatch never hides a difference.
