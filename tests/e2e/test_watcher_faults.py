@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import time
 from urllib.parse import urlsplit, urlunsplit
 
@@ -58,3 +60,27 @@ def test_the_watcher_keeps_watching_while_the_broker_is_unreachable_and_publishe
         wait_for(lambda: stack.outbox_count() == 0, 30, what="the outbox to drain")
     finally:
         proxy.close()
+
+
+def test_a_mass_delete_is_held_until_released_with_the_cli_and_then_applied(stack: Stack) -> None:
+    stack.extra_env["SKYNET_DELETE_THRESHOLD"] = "5"
+    for i in range(20):
+        (stack.watch / f"precious-{i}.txt").write_text(f"precious {i}")
+    stack.start("watcher")
+    stack.start("uploader")
+    stack.wait_mirror(60)
+    for i in range(20):
+        (stack.watch / f"precious-{i}.txt").unlink()
+    time.sleep(4)
+    remaining = stack.remote.snapshot()
+    assert len(remaining) >= 15, f"a mass delete went through: {len(remaining)} of 20 files left"
+    env = stack.env()
+    cli = subprocess.run(
+        [sys.executable, "-c", "from skynet.api.cli import main; main()", "release-held", "--source", "default"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert cli.returncode == 0, cli.stderr
+    stack.wait_mirror(60)

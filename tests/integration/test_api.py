@@ -260,6 +260,12 @@ def test_status_shows_queue_depths_and_admin_actions_reach_the_broker(amqp_url: 
             assert c.post("/v1/admin/rescan", json={"source": "cam"}, headers=H_ADMIN).status_code == 202
             method, _props, body = ch.basic_get(q, auto_ack=True)
             assert method is not None and json.loads(body)["source"] == "cam"
+            # Releasing held deletes: admin only, delivered to the watcher's control binding.
+            ch.queue_bind(q, CONTROL_EXCHANGE, "release.cam")
+            assert c.post("/v1/admin/release-held", json={"source": "cam"}, headers=H_READ).status_code == 403
+            assert c.post("/v1/admin/release-held", json={"source": "cam"}, headers=H_ADMIN).status_code == 202
+            method, _props, body = ch.basic_get(q, auto_ack=True)
+            assert method is not None and json.loads(body)["type"] == "control.release.v1"
         finally:
             conn.close()
         bad = c.post("/v1/admin/retry", json={"source": "cam", "path": "../etc/passwd"}, headers=H_ADMIN)

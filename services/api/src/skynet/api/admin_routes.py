@@ -1,4 +1,5 @@
-"""Admin actions (admin token): retry a file, requeue a dead-letter queue, trigger a rescan.
+"""Admin actions (admin token): retry a file, requeue a dead-letter queue, trigger a rescan,
+release the deletes a watcher held back.
 
 They talk to the broker through :mod:`skynet.common.admin`; without ``SKYNET_AMQP_URL`` they
 answer 503.
@@ -45,6 +46,17 @@ def admin_router() -> APIRouter:
     )
     def rescan(request: Request, body: SourceRequest) -> RescanResult:
         admin.request_rescan(_amqp(request), body.source)
+        return RescanResult()
+
+    @router.post(
+        "/release-held",
+        response_model=RescanResult,
+        status_code=202,
+        responses=errs,
+        summary="Apply the deletes a watcher's safety rules held back",
+    )
+    def release_held(request: Request, body: SourceRequest) -> RescanResult:
+        admin.release_held(_amqp(request), body.source)
         return RescanResult()
 
     return router

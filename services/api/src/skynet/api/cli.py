@@ -101,6 +101,12 @@ def cmd_rescan(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_release(args: argparse.Namespace) -> int:
+    admin.release_held(str(_env("SKYNET_AMQP_URL")), args.source)
+    print(f"release of held deletes requested for {args.source}")
+    return 0
+
+
 def cmd_retry(args: argparse.Namespace) -> int:
     action = admin.retry_path(str(_env("SKYNET_AMQP_URL")), args.source, args.path)
     print(f"retry of {args.path} requested (action {action})")
@@ -128,6 +134,9 @@ def parser() -> argparse.ArgumentParser:
     c = sub.add_parser("rescan", help="ask the watcher of a source to rescan its folder")
     c.add_argument("--source", required=True, type=_source)
     c.set_defaults(fn=cmd_rescan)
+    h = sub.add_parser("release-held", help="apply the deletes a watcher's safety rules held back")
+    h.add_argument("--source", required=True, type=_source)
+    h.set_defaults(fn=cmd_release)
     t = sub.add_parser("retry", help="upload one file again now")
     t.add_argument("--source", required=True, type=_source)
     t.add_argument("--path", required=True)

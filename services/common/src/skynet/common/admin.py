@@ -40,6 +40,7 @@ from skynet.common.topology import (
     actions_queue,
     control_routing_key,
     dead_queue,
+    release_routing_key,
     retry_queue,
 )
 
@@ -131,14 +132,23 @@ def retry_path(url: str, source: str, path: str) -> str:
     return action.id
 
 
-def request_rescan(url: str, source: str) -> None:
-    """Ask the watcher of ``source`` to rescan its folder now."""
+def _control(url: str, source: str, kind: str, routing_key: str) -> None:
     with _channel(url) as (_conn, ch):
         Topology(source).declare_control(ch)
         props = pika.BasicProperties(content_type="application/json", delivery_mode=pika.DeliveryMode.Persistent)
-        body = json.dumps({"type": "control.rescan.v1", "id": new_id(), "source": source, "created_at": now()})
-        _publish(ch, CONTROL_EXCHANGE, control_routing_key(source), body.encode(), props)
-    log.info("rescan requested for source %s", source)
+        body = json.dumps({"type": f"control.{kind}.v1", "id": new_id(), "source": source, "created_at": now()})
+        _publish(ch, CONTROL_EXCHANGE, routing_key, body.encode(), props)
+    log.info("%s requested for source %s", kind, source)
+
+
+def request_rescan(url: str, source: str) -> None:
+    """Ask the watcher of ``source`` to rescan its folder now."""
+    _control(url, source, "rescan", control_routing_key(source))
+
+
+def release_held(url: str, source: str) -> None:
+    """Tell the watcher of ``source`` to apply the deletes its safety rules held back."""
+    _control(url, source, "release", release_routing_key(source))
 
 
 def source_queues(source: str, retry_steps: int = 4) -> list[str]:

@@ -47,7 +47,13 @@ def retry_queue(source: str, step: int) -> str:
 
 
 def control_routing_key(source: str) -> str:
+    """Asks the watcher of ``source`` to rescan its folder."""
     return f"rescan.{source}"
+
+
+def release_routing_key(source: str) -> str:
+    """Tells the watcher of ``source`` to apply the deletes its safety rules held back."""
+    return f"release.{source}"
 
 
 @dataclass(frozen=True)

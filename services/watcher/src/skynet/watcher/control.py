@@ -9,13 +9,9 @@ from collections.abc import Callable
 
 from skynet.common.broker import backoff_delays, connect
 from skynet.common.errors import BrokerUnavailable
-from skynet.common.topology import CONTROL_EXCHANGE, Topology, control_routing_key
+from skynet.common.topology import CONTROL_EXCHANGE, Topology, control_routing_key, release_routing_key
 
 log = logging.getLogger(__name__)
-
-
-def release_routing_key(source: str) -> str:
-    return f"release.{source}"
 
 
 class ControlListener:
