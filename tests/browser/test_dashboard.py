@@ -282,7 +282,9 @@ def seeded_api(tmp_path: Path, migrated_pg_url: str) -> Iterator[str]:
         store.store(events)  # type: ignore[arg-type]
     finally:
         store.close()
-    api, url = start_api(migrated_pg_url, str(tmp_path / "api.log"), SKYNET_API_TOKEN=READ)
+    api, url = start_api(
+        migrated_pg_url, str(tmp_path / "api.log"), SKYNET_API_TOKEN=READ, SKYNET_API_ADMIN_TOKEN=ADMIN
+    )
     try:
         yield url
     finally:
@@ -296,6 +298,10 @@ def test_held_deletes_show_their_reason_and_long_lists_page_on_the_server(browse
     held = page.locator("#held tr[data-path='old/report.pdf']")
     expect(held.locator(".reason")).to_have_text(HELD_REASON)
     expect(page.locator("#summary div", has_text="Held deletes").locator("dd")).to_have_text("1")
+    # Only an admin may apply held deletes: a read token gets no button for it.
+    expect(page.get_by_role("button", name="Apply the held deletes of source default")).to_have_count(0)
+    admin = sign_in(browser, seeded_api, ADMIN)
+    expect(admin.get_by_role("button", name="Apply the held deletes of source default")).to_have_count(1)
 
     files = page.locator("#files tbody tr")
     more = page.get_by_role("button", name="Load more files")

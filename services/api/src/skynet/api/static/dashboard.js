@@ -512,6 +512,20 @@ async function retry(f, btn) {
   }
 }
 
+async function releaseHeld(source, btn) {
+  if (!window.confirm(`Apply every delete held back for ${source}? The files will be deleted on the remote.`)) return;
+  btn.disabled = true;
+  try {
+    await api("/v1/admin/release-held", { method: "POST", body: JSON.stringify({ source }) });
+    btn.textContent = "Requested";
+    notice(`The watcher of ${source} was told to apply its held deletes.`);
+  } catch (err) {
+    btn.disabled = false;
+    if (err instanceof AuthError) signOut("The token was refused; sign in again.");
+    else notice(`Releasing the held deletes of ${source} failed: ${err.message}`, true);
+  }
+}
+
 async function refreshHeld() {
   const page = await api("/v1/files?state=held&limit=50");
   const rows = page.items.map((f) =>
@@ -523,6 +537,18 @@ async function refreshHeld() {
     ),
   );
   $("held").tBodies[0].replaceChildren(...rows);
+  const buttons = [];
+  if (s.role === "admin") {
+    for (const source of new Set(page.items.map((f) => f.source))) {
+      const btn = el("button", {
+        type: "button", class: "small", text: `Apply held deletes of ${source}`,
+        "aria-label": `Apply the held deletes of source ${source}`,
+      });
+      btn.addEventListener("click", () => releaseHeld(source, btn));
+      buttons.push(btn);
+    }
+  }
+  $("held-actions").replaceChildren(...buttons);
   $("held-count").textContent = rows.length ? `(${rows.length}${page.next_cursor ? "+" : ""})` : "";
   $("held-empty").hidden = rows.length > 0;
   $("held").hidden = rows.length === 0;
