@@ -122,7 +122,7 @@ def dashboard(tmp_path: Path, amqp_url: str, migrated_pg_url: str, sftp_server: 
         SKYNET_API_ADMIN_TOKEN=ADMIN,
         SKYNET_AMQP_URL=amqp_url,
         SKYNET_API_QUEUE_CACHE_S="1",
-        SKYNET_API_SOURCES='["default"]',  # JSON: pydantic-settings reads a tuple that way
+        SKYNET_API_SOURCES="default",
     )
     try:
         stack.start("watcher")
