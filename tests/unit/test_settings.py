@@ -55,3 +55,25 @@ def test_the_uploader_refuses_an_unknown_target_scheme_before_doing_anything(tmp
     )
     assert proc.returncode == 2
     assert "SKYNET_TARGET" in proc.stderr and "gopher" in proc.stderr
+
+
+@pytest.mark.parametrize("service", ["watcher", "uploader", "notifier", "api"])
+def test_each_service_starts_as_a_console_script_and_refuses_bad_configuration_clearly(
+    service: str, tmp_path: Path
+) -> None:
+    import os
+    import shutil
+
+    script = shutil.which(f"skynet-{service}") or str(Path(sys.executable).parent / f"skynet-{service}")
+    assert os.path.exists(script), f"skynet-{service} is not installed as a console script"
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "SKYNET_WATCH_DIR": str(tmp_path / "nowhere"),
+        "SKYNET_TARGET": "s3://bucket/prefix",
+        "SKYNET_AMQP_URL": "ftp://nope",
+        "SKYNET_DATABASE_URL": "mysql://nope",
+        "SKYNET_API_TOKEN": "read-token-0123456789",
+    }
+    proc = subprocess.run([script], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert "invalid configuration" in proc.stderr and "SKYNET_" in proc.stderr
