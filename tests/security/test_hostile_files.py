@@ -60,6 +60,8 @@ def test_names_that_cannot_be_mapped_are_refused_with_a_readable_event_and_odd_b
         "-rf": b"an option-looking name",
         "\u202eevil-txt.exe": b"right-to-left override",
         "emoji-\U0001f680.bin": b"four-byte character",
+        "<img src=x onerror=alert(1)>.html": b"markup in a name: data, never markup (the dashboard uses textContent)",
+        "'; DROP TABLE files; --.sql": b"SQL in a name: a bound parameter like any other",
     }
     for name, data in odd_but_valid.items():
         (w / name).write_bytes(data)
