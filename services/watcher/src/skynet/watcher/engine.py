@@ -32,6 +32,7 @@ from skynet.watcher.writers import open_for_writing
 log = logging.getLogger(__name__)
 
 EmitFn = Callable[[FileEvent], None]
+ROOT_IDENTITY_KEY = "root_identity"  # (st_dev, st_ino) of the watched root, as "dev:ino"
 QUIET_ENOUGH_NS = 60 * 1_000_000_000  # a file found by a scan, unmodified this long, is published at once
 
 
@@ -86,7 +87,7 @@ class Engine:
         self.polling = settings.observer == "polling"
         self.index: dict[str, GenTuple] = {p: (g.size, g.mtime_ns, g.inode) for p, g in store.index_items()}
         self._stop = threading.Event()
-        self._root_id = self._root_identity()
+        self._root_id = self._trusted_root()
         self.on_root_changed: Callable[[], None] | None = None  # re-arms the observer on a new root
         self._delete_times: deque[float] = deque()
         self._held_reported: set[str] = set()
@@ -385,6 +386,24 @@ class Engine:
             return None
         return (st.st_dev, st.st_ino)
 
+    def _trusted_root(self) -> tuple[int, int] | None:
+        """The root identity deletes are checked against: the one recorded before a restart.
+
+        A watcher (re)started while its share is not mounted sees an empty mount point: taking
+        that as the root would turn every file into a delete. So the identity is kept in the
+        state folder, and a different folder at start holds deletes until an admin releases them.
+        """
+        current = self._root_identity()
+        saved = self.store.get_meta(ROOT_IDENTITY_KEY)
+        if saved is None:
+            if current is not None:
+                self.store.set_meta(ROOT_IDENTITY_KEY, f"{current[0]}:{current[1]}")
+            return current
+        dev, ino = (int(p) for p in saved.split(":"))
+        if (dev, ino) != current:
+            log.error("watched folder %s is not the folder watched before the restart: deletes are held", self.root)
+        return (dev, ino)
+
     def root_ok(self) -> bool:
         ident = self._root_identity()
         return ident is not None and ident == self._root_id
@@ -438,6 +457,8 @@ class Engine:
         self._delete_times.clear()
         self._held_reported.clear()
         old_root, self._root_id = self._root_id, self._root_identity()
+        if self._root_id is not None:
+            self.store.set_meta(ROOT_IDENTITY_KEY, f"{self._root_id[0]}:{self._root_id[1]}")
         log.info("released %d held deletes", len(released))
         if self._root_id is not None and self._root_id != old_root:
             log.warning("the watched folder %s was replaced: watching the new one", self.root)

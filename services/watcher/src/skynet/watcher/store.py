@@ -7,6 +7,7 @@
 * **index** — the generation last handed to the outbox for each path, so that a scan at start
   finds exactly what changed (or vanished) while the watcher was down.
 * **held** — deletes held back by the safety rules until an admin releases them.
+* **meta** — small facts that must survive a restart (the identity of the watched root).
 
 One connection, guarded by a lock, shared by the watcher's threads. WAL mode: a commit survives
 a crash of the process without an fsync per commit.
@@ -30,6 +31,7 @@ CREATE TABLE IF NOT EXISTS idx (path TEXT PRIMARY KEY, size INTEGER NOT NULL, mt
                                 inode INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS held (path TEXT PRIMARY KEY, body BLOB NOT NULL, held_at REAL NOT NULL,
                                  reason TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 Action = PathChanged | PathMoved
@@ -56,6 +58,15 @@ class Store:
         self._lock = threading.Lock()
         row = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox").fetchone()
         self._seq = itertools.count(int(row[0]) + 1)
+
+    def get_meta(self, key: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return str(row[0]) if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
     def close(self) -> None:
         with self._lock:
