@@ -8,13 +8,11 @@ releases them (``release.<source>`` on the ``skynet.control`` exchange); only th
 
 from __future__ import annotations
 
-import json
 import shutil
+import signal
 import time
 
-import pika
-
-from skynet.common.topology import CONTROL_EXCHANGE
+from skynet.common import admin
 from tests.e2e.harness import EventTap, RemoteView, Stack
 from tests.fixtures.common import wait_for
 from tests.security.hostile import assert_all_alive
@@ -31,15 +29,9 @@ def fill(stack: Stack) -> dict[str, str]:
 
 
 def release(amqp_url: str, source: str = "default") -> None:
-    """What an admin does: ask the watcher of ``source`` to release its held deletes."""
-    conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
-    try:
-        ch = conn.channel()
-        ch.confirm_delivery()
-        body = json.dumps({"type": "control.release.v1", "source": source, "created_at": time.time()})
-        ch.basic_publish(CONTROL_EXCHANGE, f"release.{source}", body.encode(), mandatory=True)
-    finally:
-        conn.close()
+    """What an admin does (``skynet release-held``, ``POST /v1/admin/release-held``): ask the
+    watcher of ``source``, through ``release.<source>`` on the control exchange, to release."""
+    admin.release_held(amqp_url, source)
 
 
 def assert_nothing_deleted_for(seconds: float, remote: RemoteView, before: dict[str, str], tap: EventTap) -> None:
@@ -111,4 +103,28 @@ def test_a_burst_of_deletes_over_the_threshold_is_held_until_an_admin_releases_i
     release(amqp_url)
     stack.wait_mirror(60)
     assert set(remote.snapshot()) == {"kept.txt"}, "the released deletes were applied"
+    assert_all_alive(stack)
+
+
+def test_a_watcher_restarted_while_its_share_is_not_mounted_deletes_nothing_until_released(
+    stack: Stack, remote: RemoteView, tap: EventTap, amqp_url: str
+) -> None:
+    watcher = stack.start("watcher")
+    stack.start("uploader", "uploader-a")
+    before = fill(stack)
+    watcher.kill(signal.SIGTERM)
+    stack.procs.remove(watcher)
+
+    stack.watch.rename(stack.base / "share-not-mounted")  # at boot: an empty mount point
+    stack.watch.mkdir()
+    stack.start("watcher", "watcher-after-reboot")
+
+    wait_for(lambda: tap.of("held"), 30, what="a held event")
+    assert_nothing_deleted_for(8, remote, before, tap)
+
+    release(amqp_url)
+    stack.wait_mirror(60)
+    assert remote.snapshot() == {}, "the released deletes were applied"
+    (stack.watch / "new.txt").write_text("the new folder is watched")
+    stack.wait_mirror(30)
     assert_all_alive(stack)
