@@ -274,13 +274,19 @@ class Bench:
                     )
                     self.peer(wl, "rsync over ssh", "MiB/s", kind, lambda rm: peers.rsync_ssh(self.env, rm, data), mib)
                 else:
+                    # --s3-no-head: rclone 1.60 HEADs the upload with ?versionId=null, which moto refuses (400)
                     self.peer(
                         wl,
                         "rclone copy, upload concurrency 8",
                         "MiB/s",
                         kind,
                         lambda rm: peers.rclone_copy(
-                            self.env, rm, data, self.work, transfers=1, extra=("--s3-upload-concurrency", "8")
+                            self.env,
+                            rm,
+                            data,
+                            self.work,
+                            transfers=1,
+                            extra=("--s3-upload-concurrency", "8", "--s3-no-head"),
                         ),
                         mib,
                     )
