@@ -8,22 +8,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from skynet.common.errors import InvalidPath
-from skynet.common.messages import SOURCE_PATTERN
+from skynet.common.messages import LIFECYCLE_STATES, SOURCE_PATTERN
 from skynet.common.paths import validate_rel_path
 
 State = Literal["queued", "waiting", "started", "done", "skipped", "moved", "deleted", "held", "failed", "dead"]
-STATES: tuple[str, ...] = (
-    "queued",
-    "waiting",
-    "started",
-    "done",
-    "skipped",
-    "moved",
-    "deleted",
-    "held",
-    "failed",
-    "dead",
-)
+STATES: tuple[str, ...] = LIFECYCLE_STATES
 PENDING_STATES: tuple[str, ...] = ("queued", "waiting", "started", "failed")
 
 

@@ -84,6 +84,28 @@ def backoff_delays(base: float = 0.5, cap: float = 30.0) -> Iterator[float]:
         state.attempt_number += 1
 
 
+def reconnect_forever(
+    run_once: Callable[[], None],
+    stop: threading.Event,
+    what: str,
+    *,
+    base: float = 0.5,
+    cap: float = 30.0,
+    level: int = logging.WARNING,
+) -> None:
+    """Call ``run_once`` (one connection's lifetime) until ``stop`` is set, waiting with backoff
+    and jitter after each :class:`BrokerUnavailable`; a clean return resets the backoff."""
+    delays = backoff_delays(base, cap)
+    while not stop.is_set():
+        try:
+            run_once()
+            delays = backoff_delays(base, cap)
+        except BrokerUnavailable as exc:
+            delay = next(delays)
+            log.log(level, "%s: %s; reconnecting in %.1fs", what, exc.reason, delay)
+            stop.wait(delay)
+
+
 class Publisher:
     """A confirmed publisher owned by one thread; reconnects lazily on the next publish.
 
@@ -303,15 +325,7 @@ class Consumer:
 
     # -- the consumer thread
     def run(self) -> None:
-        delays = backoff_delays()
-        while not self._stop.is_set():
-            try:
-                self._run_once()
-                delays = backoff_delays()
-            except BrokerUnavailable as exc:
-                delay = next(delays)
-                log.warning("consumer %s: %s; reconnecting in %.1fs", self._name, exc.reason, delay)
-                self._stop.wait(delay)
+        reconnect_forever(self._run_once, self._stop, f"consumer {self._name}")
         self._drain()
 
     def _run_once(self) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import logging
 import threading
+from collections.abc import Callable
 
 from skynet.common.broker import Publisher, backoff_delays
 from skynet.common.errors import BrokerUnavailable
@@ -109,6 +110,20 @@ class EventSink:
                 log.warning("event path down (%s); %d events buffered, retry in %.1fs", exc.reason, self.pending, delay)
                 with self._cond:
                     self._cond.wait(delay)
+
+
+def start_heartbeats(
+    sink: EventSink, interval_s: float, make: Callable[[], WorkerHeartbeat], stop: threading.Event
+) -> threading.Thread:
+    """Emit ``make()`` every ``interval_s`` seconds until ``stop`` is set (a daemon thread)."""
+
+    def beat() -> None:
+        while not stop.wait(interval_s):
+            sink.emit(make())
+
+    thread = threading.Thread(target=beat, name="heartbeat", daemon=True)
+    thread.start()
+    return thread
 
 
 def _publish_event(publisher: Publisher, event: FileEvent | WorkerHeartbeat) -> None:

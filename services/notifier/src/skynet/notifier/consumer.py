@@ -25,7 +25,7 @@ import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
-from skynet.common.broker import backoff_delays, connect, redact_url
+from skynet.common.broker import backoff_delays, connect, reconnect_forever, redact_url
 from skynet.common.errors import BrokerUnavailable, InvalidMessage
 from skynet.common.messages import FileEvent, WorkerHeartbeat, decode_event
 from skynet.common.topology import EVENTS_DEAD_QUEUE, EVENTS_QUEUE, HEADER_REASON, PROGRESS_QUEUE, Topology
@@ -74,15 +74,7 @@ class BatchConsumer:
 
     def run(self) -> None:
         """Consume until :meth:`stop`; reconnect with backoff whenever the broker goes away."""
-        delays = backoff_delays()
-        while not self._stop.is_set():
-            try:
-                self._run_once()
-                delays = backoff_delays()
-            except BrokerUnavailable as exc:
-                delay = next(delays)
-                log.warning("notifier: %s; reconnecting in %.1fs", exc.reason, delay)
-                self._stop.wait(delay)
+        reconnect_forever(self._run_once, self._stop, "notifier")
 
     def _run_once(self) -> None:
         url = self._settings.amqp_url.get_secret_value()

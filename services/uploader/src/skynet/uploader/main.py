@@ -13,7 +13,7 @@ from types import FrameType
 
 from skynet.common.broker import Consumer, Delivery, backoff_delays
 from skynet.common.errors import ConfigError, RemoteUnavailable, SkynetError
-from skynet.common.events import EventSink
+from skynet.common.events import EventSink, start_heartbeats
 from skynet.common.logs import setup_logging
 from skynet.common.messages import FileEvent, WorkerHeartbeat
 from skynet.common.settings import load_settings
@@ -126,24 +126,21 @@ def run(settings: UploaderSettings) -> None:
     stop = threading.Event()
     started = time.time()
 
-    def heartbeat() -> None:
-        while not stop.wait(settings.heartbeat_interval_s):
-            c = reconciler.counters
-            sink.emit(
-                WorkerHeartbeat(
-                    source=settings.source,
-                    worker=name,
-                    role="uploader",
-                    active=c.active,
-                    capacity=settings.concurrency,
-                    bytes_sent=c.bytes_sent,
-                    files_done=c.files_done,
-                    host=socket.gethostname(),
-                    started_at=started,
-                )
-            )
+    def heartbeat() -> WorkerHeartbeat:
+        c = reconciler.counters
+        return WorkerHeartbeat(
+            source=settings.source,
+            worker=name,
+            role="uploader",
+            active=c.active,
+            capacity=settings.concurrency,
+            bytes_sent=c.bytes_sent,
+            files_done=c.files_done,
+            host=socket.gethostname(),
+            started_at=started,
+        )
 
-    threading.Thread(target=heartbeat, name="heartbeat", daemon=True).start()
+    start_heartbeats(sink, settings.heartbeat_interval_s, heartbeat, stop)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("signal %d: finishing in-flight work, then stopping", signum)

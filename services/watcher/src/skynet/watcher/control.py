@@ -7,7 +7,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from skynet.common.broker import backoff_delays, connect
+from skynet.common.broker import connect, reconnect_forever
 from skynet.common.errors import BrokerUnavailable
 from skynet.common.topology import CONTROL_EXCHANGE, Topology, control_routing_key, release_routing_key
 
@@ -43,19 +43,17 @@ class ControlListener:
         self._stop.set()
 
     def _run(self) -> None:
-        delays = backoff_delays(1.0, 30.0)
-        while not self._stop.is_set():
-            try:
-                self._consume()
-                delays = backoff_delays(1.0, 30.0)
-            except BrokerUnavailable as exc:
-                self._stop.wait(next(delays))
-                log.debug("control listener: %s", exc.reason)
-            except Exception as exc:  # pika raises many things when the broker goes away
-                log.debug("control listener lost its connection: %r", exc)
-                self._stop.wait(next(delays))
+        reconnect_forever(self._consume, self._stop, "control listener", base=1.0, level=logging.DEBUG)
 
     def _consume(self) -> None:
+        try:
+            self._consume_once()
+        except BrokerUnavailable:
+            raise
+        except Exception as exc:  # pika raises many things when the broker goes away
+            raise BrokerUnavailable(f"control connection lost: {exc!r}") from exc
+
+    def _consume_once(self) -> None:
         conn = connect(self._url, name=f"{self._name}-control", ca_file=self._ca_file)
         try:
             ch = conn.channel()

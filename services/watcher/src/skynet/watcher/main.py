@@ -12,7 +12,7 @@ from types import FrameType
 
 from skynet.common.broker import Publisher
 from skynet.common.errors import ConfigError
-from skynet.common.events import EventSink
+from skynet.common.events import EventSink, start_heartbeats
 from skynet.common.logs import setup_logging
 from skynet.common.messages import FileEvent, WorkerHeartbeat
 from skynet.common.settings import load_settings
@@ -59,22 +59,19 @@ def run(settings: WatcherSettings) -> None:
     stop = threading.Event()
     started = time.time()
 
-    def heartbeat() -> None:
-        while not stop.wait(5.0):
-            sink.emit(
-                WorkerHeartbeat(
-                    source=settings.source,
-                    worker=name,
-                    role="watcher",
-                    active=len(engine.coalescer),
-                    capacity=store.pending_count(),
-                    files_done=pump.published,
-                    host=socket.gethostname(),
-                    started_at=started,
-                )
-            )
+    def heartbeat() -> WorkerHeartbeat:
+        return WorkerHeartbeat(
+            source=settings.source,
+            worker=name,
+            role="watcher",
+            active=len(engine.coalescer),
+            capacity=store.pending_count(),
+            files_done=pump.published,
+            host=socket.gethostname(),
+            started_at=started,
+        )
 
-    threading.Thread(target=heartbeat, name="heartbeat", daemon=True).start()
+    start_heartbeats(sink, 5.0, heartbeat, stop)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("signal %d: stopping", signum)
