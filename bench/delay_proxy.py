@@ -17,7 +17,7 @@ import socket
 import threading
 import time
 
-from tests.fixtures.common import free_port
+from tests.fixtures.tcp_proxy import TcpProxy
 
 
 class _Pipe:
@@ -67,55 +67,19 @@ class _Pipe:
             self.dst.shutdown(socket.SHUT_WR)
 
 
-class DelayProxy:
+class DelayProxy(TcpProxy):
+    """The test suite's :class:`TcpProxy` (listener, accept loop, cut/close), with delayed pipes."""
+
+    backlog = 128
+
     def __init__(self, target_host: str, target_port: int, rtt_ms: float = 20.0) -> None:
-        self.target = (target_host, target_port)
-        self.host = "127.0.0.1"
-        self.port = free_port()
+        super().__init__(target_host, target_port)
         self.delay = rtt_ms / 2000.0
-        self._socks: list[socket.socket] = []
-        self._closed = False
-        self._listener: socket.socket | None = None
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self) -> DelayProxy:
-        lsock = socket.socket()
-        lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        lsock.bind((self.host, self.port))
-        lsock.listen(128)
-        lsock.settimeout(0.2)
-        self._listener = lsock
-        threading.Thread(target=self._accept_loop, daemon=True).start()
-        return self
-
-    def _accept_loop(self) -> None:
-        assert self._listener is not None
-        while not self._closed:
-            try:
-                client, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(self.target, timeout=5)
-            except OSError:
-                client.close()
-                continue
-            for s in (client, upstream):
-                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                s.settimeout(None)
-            self._socks += [client, upstream]
-            _Pipe(client, upstream, self.delay).start()
-            _Pipe(upstream, client, self.delay).start()
-
-    def close(self) -> None:
-        self._closed = True
-        if self._listener is not None:
-            self._listener.close()
-        for s in self._socks:
-            with contextlib.suppress(OSError):
-                s.close()
+    def _connected(self, client: socket.socket, upstream: socket.socket) -> None:
+        _Pipe(client, upstream, self.delay).start()
+        _Pipe(upstream, client, self.delay).start()
