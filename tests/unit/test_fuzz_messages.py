@@ -59,6 +59,10 @@ def _decode_both(body: bytes) -> None:
             assert exc.reason  # a readable reason for the dead-letter header
             assert len(exc.reason) < 2000
             continue
+        if not isinstance(message, PathChanged | PathMoved):
+            # Events are only shown, never acted on, and the watcher reports a refused name in
+            # one (``file.failed`` with the name as found): their paths are data, not checked.
+            continue
         for name in ("path", "src", "dst"):
             value = getattr(message, name, None)
             if isinstance(value, str) and value:
