@@ -179,6 +179,51 @@ def test_malformed_events_go_to_the_dead_queue_with_a_reason_and_the_rest_are_st
         assert stop_process(proc) == 0
 
 
+def test_awkward_but_valid_event_bodies_are_all_stored_with_their_text_intact(
+    amqp_url: str, migrated_pg_url: str, tmp_path: Path
+) -> None:
+    """Bodies are stored as they arrive (no re-encoding): tabs, backslashes, newlines, NULs, quotes,
+    pretty-printed JSON, a number written as 1e3 and missing defaults must all still land right."""
+    url = migrated_pg_url
+    t = time.time() - 5
+    tricky_path = 'odd dir/tab\there back\\slash "quoted" é.txt'
+    reason = "line one\nline two\twith tab \\ and a NUL\x00 here"
+    failed = FileEvent.make("failed", source="default", path=tricky_path, reason=reason, attempt=2, created_at=t)
+    publish(amqp_url, [failed])
+    pretty = json.dumps(
+        {
+            "type": "file.queued.v1",
+            "state": "queued",
+            "source": "default",
+            "path": "pretty.txt",
+            "size": 1e3,
+            "id": "pretty-1",
+            "created_at": t,
+        },
+        indent=2,
+    ).encode()
+    publish_raw(amqp_url, "file.queued.v1", pretty)
+    no_defaults = json.dumps({"type": "file.queued.v1", "state": "queued", "source": "default", "path": "bare.txt"})
+    publish_raw(amqp_url, "file.queued.v1", no_defaults.encode())
+    proc = start_notifier(amqp_url, url, str(tmp_path / "notifier.log"))
+    try:
+        wait_for(lambda: scalar(url, "SELECT count(*) FROM events") == 3, 30)
+        got = dict(rows(url, "SELECT path, payload->>'reason' FROM events"))
+        assert got[tricky_path] == reason.replace("\x00", "")
+        assert rows(url, "SELECT state, last_error, attempts FROM files WHERE path = %s", tricky_path) == [
+            ("failed", reason.replace("\x00", ""), 2)
+        ]
+        assert scalar(url, "SELECT size FROM events WHERE path = 'pretty.txt'") == 1000
+        assert scalar(url, "SELECT id FROM events WHERE path = 'pretty.txt'") == "pretty-1"
+        bare_id = scalar(url, "SELECT id FROM events WHERE path = 'bare.txt'")
+        assert isinstance(bare_id, str) and bare_id
+        assert scalar(url, "SELECT payload->>'id' FROM events WHERE path = 'bare.txt'") == bare_id
+        assert scalar(url, "SELECT count(*) FROM files WHERE state = 'queued'") == 2
+        assert proc.poll() is None
+    finally:
+        assert stop_process(proc) == 0
+
+
 def test_the_notifier_killed_midway_through_10000_events_stores_each_exactly_once(
     amqp_url: str, migrated_pg_url: str, tmp_path: Path
 ) -> None:

@@ -1,11 +1,12 @@
-"""The notifier's consuming loop: batches deliveries, stores them, then acks them all at once.
+"""The notifier's consuming loop: batches deliveries, hands them to the writer, acks after commit.
 
-One thread owns the broker connection (pika's rule) and the database connection. It consumes the
-lifecycle queue and the progress queue on one channel, so delivery tags are one sequence and one
-``basic_ack(multiple=True)`` settles a whole batch — and only after the Postgres commit.
+One thread owns the broker connection (pika's rule). It consumes the lifecycle queue and the
+progress queue on one channel, so delivery tags are one sequence and one
+``basic_ack(multiple=True)`` settles a whole batch — and only after the Postgres commit, which the
+:class:`~skynet.notifier.writer.BatchWriter` thread does while this one receives the next batch.
 
-* Postgres away: the batch stays unacked; the loop retries with backoff while still servicing
-  heartbeats; the events wait in their queues (prefetch bounds what sits in memory).
+* Postgres away: the writer retries its batch with backoff; this loop keeps servicing heartbeats
+  and stops handing over; the events wait in their queues (prefetch bounds what sits in memory).
 * Broker away: unacked deliveries go back to the queue by themselves; the loop reconnects.
   Events stored but not yet acked come back and are skipped by the idempotent insert.
 * Malformed event: published (confirmed) to ``skynet.events.dead`` with the reason, then acked
@@ -14,10 +15,10 @@ lifecycle queue and the progress queue on one channel, so delivery tags are one 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,29 +26,17 @@ import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
-from skynet.common.broker import backoff_delays, connect, reconnect_forever, redact_url
-from skynet.common.errors import BrokerUnavailable, InvalidMessage
-from skynet.common.messages import FileEvent, WorkerHeartbeat, decode_event
+from skynet.common.broker import connect, reconnect_forever, redact_url
+from skynet.common.errors import BrokerUnavailable
 from skynet.common.topology import EVENTS_DEAD_QUEUE, EVENTS_QUEUE, HEADER_REASON, PROGRESS_QUEUE, Topology
 from skynet.notifier.settings import NotifierSettings
 from skynet.notifier.store import EventsRejected, EventStore, StoreUnavailable
+from skynet.notifier.writer import BatchWriter, Pending
 
 log = logging.getLogger(__name__)
 
 _PIKA_ERRORS: tuple[type[BaseException], ...] = (pika.exceptions.AMQPError, OSError, AssertionError)
 PRUNE_CHUNK = 5000
-
-
-@dataclass(frozen=True)
-class Pending:
-    tag: int
-    body: bytes
-    routing_key: str
-    message_id: str | None
-
-
-class _Stopping(Exception):
-    """Shutdown was requested while a batch could not be stored: leave it unacked."""
 
 
 class BatchConsumer:
@@ -62,8 +51,16 @@ class BatchConsumer:
         self._stop = threading.Event()
         self._pending: list[Pending] = []
         self._next_prune = time.monotonic() + 5.0
-        self.stored = 0  # file events new to the log since start
-        self.dead = 0
+        self._writer = BatchWriter(store, self._stop, self._maybe_prune)
+
+    @property
+    def stored(self) -> int:
+        """File events new to the log since start."""
+        return self._writer.stored
+
+    @property
+    def dead(self) -> int:
+        return self._writer.dead
 
     def stop(self) -> None:
         self._stop.set()
@@ -74,7 +71,11 @@ class BatchConsumer:
 
     def run(self) -> None:
         """Consume until :meth:`stop`; reconnect with backoff whenever the broker goes away."""
-        reconnect_forever(self._run_once, self._stop, "notifier")
+        self._writer.start()
+        try:
+            reconnect_forever(self._run_once, self._stop, "notifier")
+        finally:
+            self._writer.close()
 
     def _run_once(self) -> None:
         url = self._settings.amqp_url.get_secret_value()
@@ -85,7 +86,8 @@ class BatchConsumer:
         try:
             ch = conn.channel()
             self._topology.declare_events(ch)
-            ch.basic_qos(prefetch_count=self._batch * 2)
+            # One batch being stored, one waiting for the writer, one filling up.
+            ch.basic_qos(prefetch_count=self._batch * 3)
             pub = conn.channel()
             pub.confirm_delivery()
             for queue in (EVENTS_QUEUE, PROGRESS_QUEUE):
@@ -101,16 +103,16 @@ class BatchConsumer:
                 if self._pending and (
                     len(self._pending) >= self._batch or time.monotonic() >= first_at + self._latency
                 ):
-                    self._flush_all(conn, ch, pub)
+                    self._hand_over(conn, ch, pub)
                     first_at = time.monotonic()
-                self._maybe_prune()
             # Shutting down: stop deliveries, store what we hold if the database lets us.
             ch.stop_consuming()
             conn.process_data_events(time_limit=0)
-            if self._pending:
-                self._flush_all(conn, ch, pub)
-        except _Stopping:
-            log.info("notifier stopping with %d events unacked; they stay in the queue", len(self._pending))
+            while self._pending:
+                self._hand_over(conn, ch, pub)
+            while not self._writer.idle:
+                conn.process_data_events(time_limit=0.05)
+            conn.process_data_events(time_limit=0)  # the last acks
         except _PIKA_ERRORS as exc:
             raise BrokerUnavailable(f"broker connection lost: {type(exc).__name__}") from exc
         finally:
@@ -124,65 +126,29 @@ class BatchConsumer:
     def _on_message(self, _ch: BlockingChannel, method: Any, props: pika.BasicProperties, body: bytes) -> None:
         self._pending.append(Pending(method.delivery_tag, body, method.routing_key, props.message_id))
 
-    def _flush_all(self, conn: BlockingConnection, ch: BlockingChannel, pub: BlockingChannel) -> None:
-        while self._pending:
-            chunk = self._pending[: self._batch]
-            self._flush(conn, ch, pub, chunk)
-            del self._pending[: len(chunk)]
-            if len(self._pending) < self._batch:
-                return  # the rest waits for the batch latency
+    def _hand_over(self, conn: BlockingConnection, ch: BlockingChannel, pub: BlockingChannel) -> None:
+        """Give the writer the oldest batch; wait (receiving, heartbeating) while it is still busy."""
+        chunk = self._pending[: self._batch]
+        del self._pending[: len(chunk)]
 
-    def _flush(self, conn: BlockingConnection, ch: BlockingChannel, pub: BlockingChannel, chunk: list[Pending]) -> None:
-        decoded: list[tuple[Pending, FileEvent | WorkerHeartbeat]] = []
-        dead: list[tuple[Pending, str]] = []
-        for p in chunk:
-            try:
-                decoded.append((p, decode_event(p.body)))
-            except InvalidMessage as exc:
-                dead.append((p, exc.reason))
-        dead.extend(self._store_with_retry(conn, decoded))
+        def settle(done: list[Pending], dead: list[tuple[Pending, str]]) -> None:
+            # Writer thread: the commit is done; the acks belong to the broker thread.
+            # If that connection is gone, the batch comes back and is skipped as already stored.
+            with contextlib.suppress(*_PIKA_ERRORS):
+                conn.add_callback_threadsafe(lambda: self._settle(ch, pub, done, dead))
+
+        self._writer.handover(chunk, settle, lambda: conn.process_data_events(time_limit=0.05))
+
+    def _settle(
+        self, ch: BlockingChannel, pub: BlockingChannel, done: list[Pending], dead: list[tuple[Pending, str]]
+    ) -> None:
+        if not ch.is_open:
+            return
         for p, reason in dead:
             self._dead_letter(pub, p, reason)
-        ch.basic_ack(chunk[-1].tag, multiple=True)
-
-    def _store_with_retry(
-        self, conn: BlockingConnection, decoded: list[tuple[Pending, FileEvent | WorkerHeartbeat]]
-    ) -> list[tuple[Pending, str]]:
-        delays = backoff_delays(0.5, 15.0)
-        while True:
-            try:
-                return self._store_bisect(decoded)
-            except StoreUnavailable as exc:
-                if self._stop.is_set():
-                    raise _Stopping from exc
-                delay = next(delays)
-                log.warning("notifier: %s; %d events wait, retry in %.1fs", exc.reason, len(self._pending), delay)
-                self._idle(conn, delay)
-
-    def _store_bisect(self, decoded: list[tuple[Pending, FileEvent | WorkerHeartbeat]]) -> list[tuple[Pending, str]]:
-        """Store; when Postgres refuses a batch, split it to find and dead-letter the bad events."""
-        if not decoded:
-            return []
-        try:
-            self.stored += self._store.store([e for _, e in decoded])
-            return []
-        except EventsRejected as exc:
-            if len(decoded) == 1:
-                return [(decoded[0][0], exc.reason)]
-            mid = len(decoded) // 2
-            return self._store_bisect(decoded[:mid]) + self._store_bisect(decoded[mid:])
-
-    def _idle(self, conn: BlockingConnection, seconds: float) -> None:
-        """Wait while still servicing heartbeats (and queueing deliveries up to the prefetch)."""
-        deadline = time.monotonic() + seconds
-        while not self._stop.is_set():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            conn.process_data_events(time_limit=min(0.5, left))
+        ch.basic_ack(done[-1].tag, multiple=True)
 
     def _dead_letter(self, pub: BlockingChannel, p: Pending, reason: str) -> None:
-        self.dead += 1
         log.warning("event %s (%s) dead-lettered: %s", p.message_id, p.routing_key[:80], reason)
         props = pika.BasicProperties(
             content_type="application/json",

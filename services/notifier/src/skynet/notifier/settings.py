@@ -13,7 +13,7 @@ class NotifierSettings(BrokerSettings):
     database_url: SecretStr = SecretStr("postgresql://postgres@localhost:5432/skynet")
     event_retention_days: float = Field(default=30.0, gt=0)
     progress_retention_minutes: float = Field(default=60.0, gt=0)
-    batch_size: int = Field(default=500, ge=1, le=10_000)
+    batch_size: int = Field(default=2000, ge=1, le=10_000)
     batch_latency_ms: int = Field(default=200, ge=1, le=60_000)
     prune_interval_s: float = Field(default=300.0, gt=0)
 
