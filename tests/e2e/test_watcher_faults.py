@@ -84,3 +84,21 @@ def test_a_mass_delete_is_held_until_released_with_the_cli_and_then_applied(stac
     )
     assert cli.returncode == 0, cli.stderr
     stack.wait_mirror(60)
+
+
+def test_a_start_up_scan_of_10000_folders_does_not_overflow_inotify_or_scan_twice(stack: Stack) -> None:
+    """Listing a folder is an open and a close that inotify reports; 10,000 folders listed at start
+    (by watchdog adding its watches and by the scan) used to overflow the kernel's queue (16,384
+    events by default), which made watchdog rebuild every watch and the watcher scan again."""
+    for d in range(10_000):
+        folder = stack.watch / f"a{d // 100:03d}" / f"b{d:05d}"
+        folder.mkdir(parents=True)
+    (stack.watch / "a000" / "b00000" / "one.txt").write_text("one file among many folders")
+    watcher = stack.start("watcher")
+    wait_for(lambda: "scan (start-up)" in watcher.text(), 120, what="the start-up scan")
+    stack.start("uploader")
+    (stack.watch / "a099" / "b09999" / "after.txt").write_text("written after the scan")
+    stack.wait_mirror(60)
+    log = watcher.text()
+    assert "overflow" not in log.lower(), log[-2000:]
+    assert log.count("scan (") == 1, [line for line in log.splitlines() if "scan (" in line]

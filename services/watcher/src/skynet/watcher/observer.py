@@ -37,6 +37,18 @@ class RawEvent:
     dest: str | None = None
 
 
+HANDLED_EVENTS: tuple[type[FileSystemEvent], ...] = (
+    DirMovedEvent,
+    FileMovedEvent,
+    DirCreatedEvent,
+    DirDeletedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,  # writes and attribute changes (IN_MODIFY, IN_ATTRIB)
+    FileClosedEvent,  # closed after writing
+)
+
+
 class _Handler(FileSystemEventHandler):
     def __init__(self, out: queue.Queue[object]) -> None:
         self._out = out
@@ -89,7 +101,11 @@ def install_overflow_hook(on_overflow: Callable[[], None]) -> None:
 def start_observer(root: str, mode: str, poll_interval_s: float, out: queue.Queue[object]) -> BaseObserver:
     """Start watching ``root`` recursively; ``mode`` is inotify (native), polling, or auto."""
     observer: BaseObserver = PollingObserver(timeout=poll_interval_s) if mode == "polling" else Observer()
-    observer.schedule(_Handler(out), root, recursive=True)
+    # Only the events the handler turns into work: without a filter watchdog also asks inotify
+    # for opens and no-write closes, and a start-up scan listing 10,000 folders (each listing is
+    # an open and a close, seen by the folder's watch and its parent's) overflowed the kernel's
+    # queue, which made watchdog rebuild every watch and the engine scan again.
+    observer.schedule(_Handler(out), root, recursive=True, event_filter=list(HANDLED_EVENTS))
     observer.start()
     log.info("watching %s with %s", root, type(observer).__name__)
     return observer
