@@ -45,6 +45,24 @@ def validate_rel_path(path: str) -> str:
     return path
 
 
+def validate_child(parent: str, name: str) -> str:
+    """``parent/name`` as a wire path, checking only ``name`` — ``parent`` is a valid wire path.
+
+    The same rules as :func:`validate_rel_path` at a cost per component instead of per path
+    (a walk of 200,000 files validated every path from its root).
+    """
+    rel = f"{parent}/{name}" if parent else name
+    if name in ("", ".", "..") or "/" in name or _CONTROL.search(name):
+        return validate_rel_path(rel)  # raises with the reason
+    try:
+        size = len(name.encode("utf-8", errors="strict"))
+    except UnicodeEncodeError as exc:
+        raise InvalidPath(f"path {rel!r} is not valid UTF-8") from exc
+    if size > MAX_COMPONENT_BYTES or len(rel) * 4 > MAX_PATH_BYTES:
+        return validate_rel_path(rel)
+    return rel
+
+
 def rel_path_from_fs(root: str, full: str) -> str:
     """Map an absolute filesystem path under ``root`` to a wire path (or raise InvalidPath).
 

@@ -85,7 +85,7 @@ class Engine:
         self.queue: queue.Queue[object] = queue.Queue()
         self.coalescer = Coalescer(settings.settle_ms / 1000.0, settings.max_open_wait_s)
         self.polling = settings.observer == "polling"
-        self.index: dict[str, GenTuple] = {p: (g.size, g.mtime_ns, g.inode) for p, g in store.index_items()}
+        self.index: dict[str, GenTuple] = {p: (size, mtime, ino) for p, size, mtime, ino in store.index_tuples()}
         self._stop = threading.Event()
         self._root_id = self._trusted_root()
         self.on_root_changed: Callable[[], None] | None = None  # re-arms the observer on a new root
@@ -515,8 +515,9 @@ class Engine:
                 # Untouched for long: no need to wait again. (Younger files go through the gate,
                 # which also asks whether someone still has them open for writing.)
                 self.index[rel] = gen
-                self._pending_actions.append((rel, PathChanged(source=self.source, path=rel, generation=_gen(gen))))
-                self._pending_index_set.append((rel, _gen(gen)))
+                g = _gen(gen)
+                self._pending_actions.append((rel, PathChanged(source=self.source, path=rel, generation=g)))
+                self._pending_index_set.append((rel, g))
             else:
                 self.coalescer.touch(rel, now)
         self._flush()

@@ -44,6 +44,13 @@ class IgnoreRules:
         path_globs = [g.strip("/") for g in globs if "/" in g]
         self._path_re = re.compile("|".join(fnmatch.translate(g) for g in path_globs)) if path_globs else None
 
+    def ignored_entry(self, rel: str, name: str) -> bool:
+        """:meth:`ignored` for ``rel`` (whose last component is ``name``) when its parent folder
+        is already known not to be ignored: a walk checks each component once, not per path."""
+        if self._name_re.match(name):
+            return True
+        return self._path_re is not None and self._path_re.match(rel) is not None
+
     def ignored(self, rel: str) -> bool:
         if not rel:
             return False

@@ -9,12 +9,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from skynet.common.errors import InvalidPath
-from skynet.common.paths import validate_rel_path
+from skynet.common.paths import validate_child, validate_rel_path
 from skynet.watcher.filters import IgnoreRules
 
 log = logging.getLogger(__name__)
 
 GenTuple = tuple[int, int, int]  # (size, mtime_ns, inode): the in-memory form of a Generation
+
+
+SYMLINK = "symlink: not followed (skynet never follows links)"
 
 
 @dataclass(frozen=True)
@@ -32,7 +35,19 @@ def walk(root: str, rules: IgnoreRules, under: str = "") -> Iterator[tuple[str, 
 
     Symlinks, FIFOs, sockets and devices are yielded as :class:`Skipped` (never opened, never
     followed). Names that cannot be mapped are yielded as Skipped too.
+
+    Cost per entry is kept to what ``find`` pays plus one ``stat`` per regular file: each name is
+    checked once (its folder was checked when the walk went into it), the entry type comes from
+    the directory listing, and folders are not stat'ed.
     """
+    if under:
+        try:
+            validate_rel_path(under)
+        except InvalidPath as exc:
+            yield Skipped(under.encode("utf-8", "surrogateescape").decode("utf-8", "replace"), exc.reason)
+            return
+        if rules.ignored(under):
+            return
     stack = [under]
     while stack:
         rel_dir = stack.pop()
@@ -46,26 +61,33 @@ def walk(root: str, rules: IgnoreRules, under: str = "") -> Iterator[tuple[str, 
             yield Skipped(rel_dir, f"cannot list folder: {exc.strerror or exc}")
             continue
         for entry in entries:
-            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+            name = entry.name
             try:
-                validate_rel_path(rel)
+                rel = validate_child(rel_dir, name)
             except InvalidPath as exc:
-                yield Skipped(rel.encode("utf-8", "surrogateescape").decode("utf-8", "replace"), exc.reason)
+                shown = f"{rel_dir}/{name}" if rel_dir else name
+                yield Skipped(shown.encode("utf-8", "surrogateescape").decode("utf-8", "replace"), exc.reason)
                 continue
-            if rules.ignored(rel):
+            if rules.ignored_entry(rel, name):
                 continue
             try:
+                if entry.is_dir(follow_symlinks=False):  # the type comes from the listing
+                    stack.append(rel)
+                    continue
+                if entry.is_symlink():
+                    yield Skipped(rel, SYMLINK)
+                    continue
                 st = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue
             except OSError as exc:
                 yield Skipped(rel, f"cannot stat: {exc.strerror or exc}")
                 continue
-            if stat.S_ISDIR(st.st_mode):
-                stack.append(rel)
-            elif stat.S_ISREG(st.st_mode):
+            if stat.S_ISREG(st.st_mode):
                 yield rel, gen_of(st)
+            elif stat.S_ISDIR(st.st_mode):  # replaced by a folder since the listing
+                stack.append(rel)
             elif stat.S_ISLNK(st.st_mode):
-                yield Skipped(rel, "symlink: not followed (skynet never follows links)")
+                yield Skipped(rel, SYMLINK)
             else:
                 yield Skipped(rel, "not a regular file (FIFO, socket or device): never opened")

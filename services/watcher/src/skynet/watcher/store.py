@@ -16,6 +16,7 @@ a crash of the process without an fsync per commit.
 from __future__ import annotations
 
 import itertools
+import json
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
@@ -42,6 +43,9 @@ class OutboxRow:
     key: str
     seq: int
     action: Action
+
+
+SELECT_KEYS = "SELECT key, body FROM outbox WHERE key IN (SELECT value FROM json_each(?))"
 
 
 def _escape_like(prefix: str) -> str:
@@ -96,29 +100,39 @@ class Store:
                     )
                 for path in index_drop:
                     cur.execute("DELETE FROM idx WHERE path = ?", (path,))
-                for path, gen in index_set:
-                    cur.execute(
-                        "INSERT OR REPLACE INTO idx (path, size, mtime_ns, inode) VALUES (?, ?, ?, ?)",
-                        (path, gen.size, gen.mtime_ns, gen.inode),
-                    )
-                for key, action in actions:
-                    self._put(cur, key, action)
+                cur.executemany(
+                    "INSERT OR REPLACE INTO idx (path, size, mtime_ns, inode) VALUES (?, ?, ?, ?)",
+                    [(path, gen.size, gen.mtime_ns, gen.inode) for path, gen in index_set],
+                )
+                self._put_all(cur, list(actions))
                 cur.execute("COMMIT")
             except BaseException:
                 cur.execute("ROLLBACK")
                 raise
 
-    def _put(self, cur: sqlite3.Cursor, key: str, action: Action) -> None:
-        existing = cur.execute("SELECT body FROM outbox WHERE key = ?", (key,)).fetchone()
-        if existing is not None and isinstance(action, PathChanged) and not action.is_dir:
-            old = decode_action(existing[0])
-            if isinstance(old, PathMoved):
-                # The pending move still has to happen; its handler reconciles dst afterwards.
-                return
-        cur.execute(
-            "INSERT OR REPLACE INTO outbox (key, seq, body) VALUES (?, ?, ?)",
-            (key, next(self._seq), encode(action)),
-        )
+    def _put_all(self, cur: sqlite3.Cursor, actions: list[tuple[str, Action]]) -> None:
+        """Insert or replace the outbox row of each key; a pending move is never replaced by a
+        plain change of its destination (the move still has to happen; its handler reconciles
+        the destination afterwards). One lookup per 500 keys, one executemany for the writes."""
+        if not actions:
+            return
+        keys = list(dict.fromkeys(key for key, _ in actions))
+        moves: set[str] = set()
+        for i in range(0, len(keys), 500):
+            chunk = json.dumps(keys[i : i + 500])
+            for key, body in cur.execute(SELECT_KEYS, (chunk,)):
+                if isinstance(decode_action(body), PathMoved):
+                    moves.add(key)
+        rows = []
+        for key, action in actions:
+            if key in moves and isinstance(action, PathChanged) and not action.is_dir:
+                continue
+            if isinstance(action, PathMoved):
+                moves.add(key)
+            elif key in moves:
+                moves.discard(key)
+            rows.append((key, next(self._seq), encode(action)))
+        cur.executemany("INSERT OR REPLACE INTO outbox (key, seq, body) VALUES (?, ?, ?)", rows)
 
     def _index_move(self, cur: sqlite3.Cursor, src: str, dst: str, is_dir: bool) -> None:
         if not is_dir:
@@ -167,6 +181,11 @@ class Store:
                 "SELECT 1 FROM idx WHERE path LIKE ? ESCAPE '\\' LIMIT 1", (_escape_like(prefix) + "/%",)
             ).fetchone()
         return row is not None
+
+    def index_tuples(self) -> list[tuple[str, int, int, int]]:
+        """The whole index as (path, size, mtime_ns, inode) rows: what the engine loads at start."""
+        with self._lock:
+            return self._db.execute("SELECT path, size, mtime_ns, inode FROM idx").fetchall()
 
     def index_items(self) -> Iterator[tuple[str, Generation]]:
         with self._lock:
