@@ -19,7 +19,7 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -106,11 +106,31 @@ def reconnect_forever(
             stop.wait(delay)
 
 
+@dataclass(frozen=True)
+class Outgoing:
+    """One message for :meth:`Publisher.publish_many`."""
+
+    exchange: str
+    routing_key: str
+    body: bytes
+    persistent: bool = True
+    message_id: str | None = None
+    message_type: str | None = None
+    headers: dict[str, Any] | None = None
+
+
 class Publisher:
     """A confirmed publisher owned by one thread; reconnects lazily on the next publish.
 
     ``publish`` returns once the broker has confirmed the message (persisted for durable
     queues), or raises :class:`BrokerUnavailable` (the caller keeps its copy and tries again).
+
+    ``publish_many`` does the same for a batch at the cost of one round trip: a publisher made
+    with ``batched=True`` runs its channel in AMQP transaction mode, and the commit is where
+    RabbitMQ takes responsibility for every message of the batch (and reports the unroutable
+    ones first). pika's blocking channel waits for each publisher confirm in turn, which was
+    the largest share of the watcher's and the uploader's CPU per small file. If the commit's
+    answer is lost the whole batch is reported failed and sent again: consumers are idempotent.
     """
 
     def __init__(
@@ -121,12 +141,15 @@ class Publisher:
         declare: Callable[[BlockingChannel], None] | None = None,
         heartbeat: int = 30,
         ca_file: str | None = None,
+        batched: bool = False,
     ) -> None:
         self._url = url
         self._name = name
         self._declare = declare
         self._heartbeat = heartbeat
         self._ca_file = ca_file
+        self._batched = batched
+        self._returned = 0
         self._conn: BlockingConnection | None = None
         self._ch: BlockingChannel | None = None
 
@@ -142,7 +165,11 @@ class Publisher:
         conn = connect(self._url, name=self._name, heartbeat=self._heartbeat, ca_file=self._ca_file)
         try:
             ch = conn.channel()
-            ch.confirm_delivery()
+            if self._batched:
+                ch.tx_select()
+                ch.add_on_return_callback(self._on_return)
+            else:
+                ch.confirm_delivery()
             if self._declare is not None:
                 self._declare(ch)
         except _PIKA_ERRORS as exc:
@@ -164,6 +191,9 @@ class Publisher:
         message_type: str | None = None,
         mandatory: bool = True,
     ) -> None:
+        if self._batched:
+            self.publish_many([Outgoing(exchange, routing_key, body, persistent, message_id, message_type, headers)])
+            return
         props = pika.BasicProperties(
             content_type="application/json",
             delivery_mode=pika.DeliveryMode.Persistent if persistent else pika.DeliveryMode.Transient,
@@ -182,6 +212,51 @@ class Publisher:
         except _PIKA_ERRORS as exc:
             self.close()
             raise BrokerUnavailable(f"publish to {exchange}/{routing_key} failed: {type(exc).__name__}") from exc
+
+    def publish_many(self, messages: Sequence[Outgoing]) -> None:
+        """Publish every message or raise :class:`BrokerUnavailable` (then resend them all)."""
+        if not self._batched:
+            for m in messages:
+                self.publish(
+                    m.exchange,
+                    m.routing_key,
+                    m.body,
+                    headers=m.headers,
+                    persistent=m.persistent,
+                    message_id=m.message_id,
+                    message_type=m.message_type,
+                )
+            return
+        if not messages:
+            return
+        ch = self._ensure()
+        self._returned = 0
+        now = int(time.time())
+        try:
+            for m in messages:
+                props = pika.BasicProperties(
+                    content_type="application/json",
+                    delivery_mode=pika.DeliveryMode.Persistent if m.persistent else pika.DeliveryMode.Transient,
+                    headers=m.headers or None,
+                    message_id=m.message_id,
+                    type=m.message_type,
+                    timestamp=now,
+                )
+                # The channel underneath the blocking one only buffers the frames: the blocking
+                # channel's basic_publish writes to the socket after every message, which was a
+                # sixth of the watcher's CPU in a large scan. tx_commit writes the buffer out.
+                ch._impl.basic_publish(m.exchange, m.routing_key, m.body, props, mandatory=True)
+            ch.tx_commit()
+            assert self._conn is not None
+            self._conn.process_data_events(time_limit=0)  # dispatch basic.return, sent before commit-ok
+        except _PIKA_ERRORS as exc:
+            self.close()
+            raise BrokerUnavailable(f"publishing {len(messages)} messages failed: {type(exc).__name__}") from exc
+        if self._returned:
+            raise BrokerUnavailable(f"{self._returned} of {len(messages)} messages were unroutable")
+
+    def _on_return(self, _ch: BlockingChannel, _method: Any, _props: pika.BasicProperties, _body: bytes) -> None:
+        self._returned += 1
 
     def queue_depth(self, queue: str) -> int:
         """Messages ready in ``queue`` (passive declare); raises BrokerUnavailable."""

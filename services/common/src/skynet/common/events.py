@@ -13,7 +13,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from skynet.common.broker import Publisher, backoff_delays
+from skynet.common.broker import Outgoing, Publisher, backoff_delays
 from skynet.common.errors import BrokerUnavailable
 from skynet.common.messages import FileEvent, WorkerHeartbeat, encode
 from skynet.common.topology import EVENTS_EXCHANGE, Topology
@@ -25,7 +25,9 @@ class EventSink:
     def __init__(
         self, url: str, topology: Topology, *, name: str, max_buffer: int = 100_000, ca_file: str | None = None
     ) -> None:
-        self._publisher = Publisher(url, name=f"{name}-events", declare=topology.declare_events, ca_file=ca_file)
+        self._publisher = Publisher(
+            url, name=f"{name}-events", declare=topology.declare_events, ca_file=ca_file, batched=True
+        )
         self._buffer: collections.deque[FileEvent | WorkerHeartbeat] = collections.deque()
         self._progress: dict[tuple[str, str], FileEvent] = {}
         self._max = max_buffer
@@ -95,14 +97,11 @@ class EventSink:
                     return
                 self._publisher.keepalive()
                 continue
-            sent = 0
             try:
-                for event in batch:
-                    _publish_event(self._publisher, event)
-                    sent += 1
+                self._publisher.publish_many([_outgoing(event) for event in batch])
                 delays = backoff_delays(0.5, 15.0)
             except BrokerUnavailable as exc:
-                self._requeue(batch[sent:])
+                self._requeue(batch)
                 if stopping:
                     log.warning("event path down at shutdown; %d events not sent: %s", self.pending, exc.reason)
                     return
@@ -126,14 +125,13 @@ def start_heartbeats(
     return thread
 
 
-def _publish_event(publisher: Publisher, event: FileEvent | WorkerHeartbeat) -> None:
+def _outgoing(event: FileEvent | WorkerHeartbeat) -> Outgoing:
     routing_key = event.type
-    is_progress = routing_key.startswith("progress.")
-    publisher.publish(
+    return Outgoing(
         EVENTS_EXCHANGE,
         routing_key,
         encode(event),
-        persistent=not is_progress,
+        persistent=not routing_key.startswith("progress."),
         message_id=event.id,
         message_type=routing_key,
     )

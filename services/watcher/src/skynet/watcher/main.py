@@ -37,7 +37,9 @@ def run(settings: WatcherSettings) -> None:
     def emit(event: FileEvent) -> None:
         sink.emit(event)
 
-    publisher = Publisher(url, name=f"{name}-actions", declare=topology.declare_actions, ca_file=settings.amqp_ca_file)
+    publisher = Publisher(
+        url, name=f"{name}-actions", declare=topology.declare_actions, ca_file=settings.amqp_ca_file, batched=True
+    )
     pump = OutboxPump(store, publisher, settings.source, emit, batch=settings.outbox_batch)
     engine = Engine(settings, store, emit, pump.wake)
     pump.start()

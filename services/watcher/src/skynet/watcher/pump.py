@@ -1,6 +1,6 @@
-"""Draining the outbox to the broker, with publisher confirms.
+"""Draining the outbox to the broker, a batch per AMQP transaction.
 
-A row leaves the outbox only after the broker confirmed its message. While the broker is away the
+A row leaves the outbox only after the broker took its message (the batch's commit). While the broker is away the
 pump backs off (with jitter) and the outbox keeps growing; the watcher keeps watching.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from skynet.common.broker import Publisher, backoff_delays
+from skynet.common.broker import Outgoing, Publisher, backoff_delays
 from skynet.common.errors import BrokerUnavailable
 from skynet.common.messages import FileEvent, PathMoved, encode
 from skynet.common.topology import ACTIONS_EXCHANGE
@@ -58,23 +58,27 @@ class OutboxPump:
                 continue
             sent: list[OutboxRow] = []
             try:
-                for row in rows:
-                    action = row.action
-                    self._publisher.publish(
-                        ACTIONS_EXCHANGE,
-                        self._source,
-                        encode(action),
-                        message_id=action.id,
-                        message_type=action.type,
-                    )
-                    sent.append(row)
+                # One transaction per batch: the broker takes all of them or none.
+                self._publisher.publish_many(
+                    [
+                        Outgoing(
+                            ACTIONS_EXCHANGE,
+                            self._source,
+                            encode(row.action),
+                            message_id=row.action.id,
+                            message_type=row.action.type,
+                        )
+                        for row in rows
+                    ]
+                )
+                sent = rows
                 delays = backoff_delays(0.5, 30.0)
             except BrokerUnavailable as exc:
                 delay = next(delays)
                 log.warning(
                     "broker unavailable (%s); %d actions kept in the outbox; retrying in %.1fs",
                     exc.reason,
-                    self._store.pending_count() - len(sent),
+                    self._store.pending_count(),
                     delay,
                 )
                 if self._stop.is_set():
