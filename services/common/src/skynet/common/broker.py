@@ -106,6 +106,55 @@ def reconnect_forever(
             stop.wait(delay)
 
 
+class _BatchConfirms:
+    """Publisher confirms for many messages in flight on one channel (pika's own blocking
+    channel waits for each in turn). Only the publisher's thread touches it."""
+
+    def __init__(self, ch: BlockingChannel) -> None:
+        self._ch = ch
+        self._impl = ch._impl  # pika's asynchronous channel under the blocking one
+        self._next_tag = 0
+        self._unconfirmed: set[int] = set()
+        self._nacked = 0
+        self._returned = 0
+        selected: list[bool] = []
+        self._impl.confirm_delivery(ack_nack_callback=self._on_confirm, callback=lambda _frame: selected.append(True))
+        self._impl.add_on_return_callback(self._on_return)
+        self._loop(lambda: bool(selected))
+
+    def _loop(self, done: Callable[[], bool]) -> None:
+        # Runs the connection's I/O loop until done() (raises if the channel or connection closes).
+        self._ch._flush_output(done)
+
+    def publish(self, exchange: str, routing_key: str, body: bytes, props: pika.BasicProperties) -> None:
+        """Buffer one message (written out by :meth:`wait`)."""
+        self._impl.basic_publish(exchange, routing_key, body, props, mandatory=True)
+        self._next_tag += 1
+        self._unconfirmed.add(self._next_tag)
+
+    def wait(self) -> str | None:
+        """Wait until every message published so far is confirmed; say what went wrong, if anything."""
+        self._loop(lambda: not self._unconfirmed)
+        problem = None
+        if self._nacked:
+            problem = f"broker refused {self._nacked} messages"
+        elif self._returned:
+            problem = f"{self._returned} messages were unroutable"
+        self._nacked = self._returned = 0
+        return problem
+
+    def _on_confirm(self, frame: Any) -> None:
+        method = frame.method
+        tag = int(method.delivery_tag)
+        settled = {t for t in self._unconfirmed if t <= tag} if method.multiple else {tag} & self._unconfirmed
+        self._unconfirmed -= settled
+        if isinstance(method, pika.spec.Basic.Nack):
+            self._nacked += len(settled)
+
+    def _on_return(self, _impl: Any, _method: Any, _props: Any, _body: bytes) -> None:
+        self._returned += 1  # the broker returns an unroutable message before confirming it
+
+
 @dataclass(frozen=True)
 class Outgoing:
     """One message for :meth:`Publisher.publish_many`."""
@@ -126,11 +175,12 @@ class Publisher:
     queues), or raises :class:`BrokerUnavailable` (the caller keeps its copy and tries again).
 
     ``publish_many`` does the same for a batch at the cost of one round trip: a publisher made
-    with ``batched=True`` runs its channel in AMQP transaction mode, and the commit is where
-    RabbitMQ takes responsibility for every message of the batch (and reports the unroutable
-    ones first). pika's blocking channel waits for each publisher confirm in turn, which was
-    the largest share of the watcher's and the uploader's CPU per small file. If the commit's
-    answer is lost the whole batch is reported failed and sent again: consumers are idempotent.
+    with ``batched=True`` sends the whole batch, then waits once until the broker has confirmed
+    every message of it (confirms arrive as they are persisted; one nack or one unroutable
+    message fails the batch, which the caller resends whole: consumers are idempotent). pika's
+    blocking channel can only wait for each confirm in turn, which was the largest share of the
+    watcher's and the uploader's CPU per small file, so the batch goes through the asynchronous
+    channel underneath it (``BlockingChannel._impl``), driven by the blocking connection's loop.
     """
 
     def __init__(
@@ -149,7 +199,7 @@ class Publisher:
         self._heartbeat = heartbeat
         self._ca_file = ca_file
         self._batched = batched
-        self._returned = 0
+        self._confirms: _BatchConfirms | None = None
         self._conn: BlockingConnection | None = None
         self._ch: BlockingChannel | None = None
 
@@ -166,8 +216,7 @@ class Publisher:
         try:
             ch = conn.channel()
             if self._batched:
-                ch.tx_select()
-                ch.add_on_return_callback(self._on_return)
+                self._confirms = _BatchConfirms(ch)
             else:
                 ch.confirm_delivery()
             if self._declare is not None:
@@ -229,8 +278,8 @@ class Publisher:
             return
         if not messages:
             return
-        ch = self._ensure()
-        self._returned = 0
+        self._ensure()
+        assert self._confirms is not None
         now = int(time.time())
         try:
             for m in messages:
@@ -242,21 +291,13 @@ class Publisher:
                     type=m.message_type,
                     timestamp=now,
                 )
-                # The channel underneath the blocking one only buffers the frames: the blocking
-                # channel's basic_publish writes to the socket after every message, which was a
-                # sixth of the watcher's CPU in a large scan. tx_commit writes the buffer out.
-                ch._impl.basic_publish(m.exchange, m.routing_key, m.body, props, mandatory=True)
-            ch.tx_commit()
-            assert self._conn is not None
-            self._conn.process_data_events(time_limit=0)  # dispatch basic.return, sent before commit-ok
+                self._confirms.publish(m.exchange, m.routing_key, m.body, props)
+            problem = self._confirms.wait()
         except _PIKA_ERRORS as exc:
             self.close()
             raise BrokerUnavailable(f"publishing {len(messages)} messages failed: {type(exc).__name__}") from exc
-        if self._returned:
-            raise BrokerUnavailable(f"{self._returned} of {len(messages)} messages were unroutable")
-
-    def _on_return(self, _ch: BlockingChannel, _method: Any, _props: pika.BasicProperties, _body: bytes) -> None:
-        self._returned += 1
+        if problem:
+            raise BrokerUnavailable(f"{problem} (batch of {len(messages)})")
 
     def queue_depth(self, queue: str) -> int:
         """Messages ready in ``queue`` (passive declare); raises BrokerUnavailable."""
@@ -277,7 +318,7 @@ class Publisher:
             self.close()
 
     def close(self) -> None:
-        conn, self._conn, self._ch = self._conn, None, None
+        conn, self._conn, self._ch, self._confirms = self._conn, None, None, None
         if conn is not None:
             _quiet_close(conn)
 

@@ -1,7 +1,8 @@
-"""Draining the outbox to the broker, a batch per AMQP transaction.
+"""Draining the outbox to the broker, a batch at a time with publisher confirms.
 
-A row leaves the outbox only after the broker took its message (the batch's commit). While the broker is away the
-pump backs off (with jitter) and the outbox keeps growing; the watcher keeps watching.
+A row leaves the outbox only after the broker confirmed its message (the whole batch). While the
+broker is away the pump backs off (with jitter) and the outbox keeps growing; the watcher keeps
+watching.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class OutboxPump:
                 continue
             sent: list[OutboxRow] = []
             try:
-                # One transaction per batch: the broker takes all of them or none.
+                # The batch is confirmed whole or reported failed whole (and sent again).
                 self._publisher.publish_many(
                     [
                         Outgoing(
