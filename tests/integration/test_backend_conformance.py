@@ -7,6 +7,7 @@ in-process twin the unit tests use.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from collections.abc import Iterator
@@ -468,6 +469,56 @@ def test_s3_records_the_generation_and_leaves_no_multipart_upload_open(
     t = s3_target
     head = t.client.head_object(Bucket=t.bucket, Key=f"{t.prefix}/big")
     assert head["Metadata"]["skynet-generation"] == gen.token()
+    assert t.client.list_multipart_uploads(Bucket=t.bucket).get("Uploads", []) == []
+    assert [o["Key"] for o in t.client.list_objects_v2(Bucket=t.bucket)["Contents"]] == [f"{t.prefix}/big"]
+
+
+@pytest.mark.parametrize("checksum", ["crc32", "md5"])
+def test_s3_every_body_carries_a_checksum_the_server_checks(
+    s3_server: s3_fx.S3Server, aws_credentials: None, tmp_path: Path, checksum: str
+) -> None:
+    """SKYNET_S3_CHECKSUM: both kinds land the same bytes, each with the checksum it names.
+
+    (moto does not verify the checksums it is sent; S3 and MinIO refuse a body that does not match.)
+    """
+    from skynet.uploader.storage.s3 import open_backend
+
+    t = s3_fx.make_target(s3_server, s3_checksum=checksum)
+    backend = open_backend(t.target, t.settings)
+    small, big = os.urandom(100_000), os.urandom(BIG)
+    put(backend, "small", tmp_path / "small", small)
+    put(backend, "big", tmp_path / "big", big)
+    for name, data in (("small", small), ("big", big)):
+        assert t.client.get_object(Bucket=t.bucket, Key=f"{t.prefix}/{name}")["Body"].read() == data
+    assert t.client.list_multipart_uploads(Bucket=t.bucket).get("Uploads", []) == []
+
+    for name, data in (("small", small), ("big", big)):
+        head = t.client.head_object(Bucket=t.bucket, Key=f"{t.prefix}/{name}", ChecksumMode="ENABLED")
+        if checksum == "crc32":  # the server holds the CRC32 it was given (and, on S3 and MinIO, checked)
+            assert head.get("ChecksumCRC32"), head
+        else:
+            assert "ChecksumCRC32" not in head
+    small_etag = t.client.head_object(Bucket=t.bucket, Key=f"{t.prefix}/small")["ETag"].strip('"')
+    assert small_etag == hashlib.md5(small).hexdigest()
+
+
+def test_s3_an_upload_begun_with_the_other_checksum_starts_over(
+    s3_server: s3_fx.S3Server, aws_credentials: None, tmp_path: Path
+) -> None:
+    from skynet.uploader.storage.s3 import open_backend
+
+    local = tmp_path / "big"
+    data = os.urandom(BIG)
+    gen = write(local, data)
+    t = s3_fx.make_target(s3_server, s3_checksum="md5")
+    with pytest.raises(Interrupted):
+        open_backend(t.target, t.settings).upload("big", str(local), gen, interrupt_after(9 * MiB))
+
+    crc = open_backend(t.target, dataclasses.replace(t.settings, s3_checksum="crc32"))
+    result = crc.upload("big", str(local), gen, lambda n: None)
+
+    assert result.resumed_from == 0 and result.bytes_sent == BIG
+    assert t.client.get_object(Bucket=t.bucket, Key=f"{t.prefix}/big")["Body"].read() == data
     assert t.client.list_multipart_uploads(Bucket=t.bucket).get("Uploads", []) == []
     assert [o["Key"] for o in t.client.list_objects_v2(Bucket=t.bucket)["Contents"]] == [f"{t.prefix}/big"]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
@@ -23,6 +24,7 @@ class UploaderSettings(BrokerSettings):
     s3_part_concurrency: int = Field(default=4, ge=1, le=64)
     s3_ca_bundle: str | None = None
     s3_verify: bool = True
+    s3_checksum: Literal["crc32", "md5"] = "crc32"
     sftp_key_file: str | None = None
     sftp_password: SecretStr | None = None
     sftp_known_hosts: str | None = None
@@ -65,6 +67,7 @@ class UploaderSettings(BrokerSettings):
             s3_part_concurrency=self.s3_part_concurrency,
             s3_ca_bundle=self.s3_ca_bundle,
             s3_verify=self.s3_verify,
+            s3_checksum=self.s3_checksum,
             sftp_key_file=self.sftp_key_file,
             sftp_password=self.sftp_password.get_secret_value() if self.sftp_password else None,
             sftp_known_hosts=self.sftp_known_hosts,

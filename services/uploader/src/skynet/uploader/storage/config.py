@@ -14,6 +14,7 @@ class BackendSettings:
     s3_part_concurrency: int = 4
     s3_ca_bundle: str | None = None
     s3_verify: bool = True
+    s3_checksum: str = "crc32"  # "crc32" (x-amz-checksum-crc32) or "md5" (Content-MD5) on every body
     sftp_key_file: str | None = None
     sftp_password: str | None = None
     sftp_known_hosts: str | None = None

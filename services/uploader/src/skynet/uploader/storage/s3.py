@@ -14,8 +14,6 @@ skynet's own bookkeeping and are never listed.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -112,7 +110,7 @@ def make_client(settings: BackendSettings) -> S3Client:
         connect_timeout=10,
         read_timeout=120,
         # S3-compatible stores do not all understand the newer default CRC trailers; we send
-        # Content-MD5 ourselves for every body.
+        # each body's checksum ourselves, as a header (see _s3_multipart).
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
         s3={"addressing_style": "path"} if settings.s3_endpoint_url else None,
@@ -208,6 +206,7 @@ class S3Backend(Backend):
                 generation=generation,
                 part_size=part_size,
                 concurrency=self.settings.s3_part_concurrency,
+                checksum=self.settings.s3_checksum,
             )
             return upload.run(progress)
         except CallbackError as exc:
@@ -222,8 +221,8 @@ class S3Backend(Backend):
             Bucket=self.bucket,
             Key=key,
             Body=data,
-            ContentMD5=base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode(),
             Metadata={mp.META_GENERATION: generation.token()},
+            **mp.body_checksum(data, self.settings.s3_checksum),  # type: ignore[arg-type]
         )
         progress(len(data))
         return UploadResult(bytes_sent=len(data), checksum=str(resp.get("ETag", "")).strip('"') or None)
