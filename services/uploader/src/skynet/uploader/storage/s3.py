@@ -255,11 +255,15 @@ class S3Backend(Backend):
             if size > SINGLE_COPY_LIMIT:
                 mp.copy_large(self.client, self.bucket, ksrc, kdst, size, head)
             else:
+                # The copy gets a whole-object checksum of its own: a multipart source's is
+                # composite (a checksum of part checksums) and does not describe the copy.
+                extra: dict[str, Any] = {"ChecksumAlgorithm": "CRC32"} if self.settings.s3_checksum == "crc32" else {}
                 self.client.copy_object(
                     Bucket=self.bucket,
                     Key=kdst,
                     CopySource={"Bucket": self.bucket, "Key": ksrc},
                     MetadataDirective="COPY",
+                    **extra,
                 )
             self.client.delete_object(Bucket=self.bucket, Key=ksrc)
         except Exception as exc:
