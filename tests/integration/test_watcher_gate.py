@@ -9,7 +9,8 @@ from pathlib import Path
 import pika
 
 from skynet.common.topology import actions_queue
-from tests.e2e.harness import NoRemote, Stack
+from tests.e2e.harness import EventTap, NoRemote, Stack
+from tests.fixtures.common import wait_for
 
 
 def drain_actions(url: str, source: str = "default") -> list[dict[str, object]]:
@@ -68,3 +69,25 @@ def test_a_burst_of_writes_and_a_temp_file_renamed_into_place_become_one_action_
         assert paths == ["burst.txt", "report.csv"], paths
     finally:
         stack.stop_all()
+
+
+def test_only_a_file_that_has_to_wait_is_reported_waiting(tmp_path: Path, amqp_url: str) -> None:
+    """With the shortest settle period, a file closed at once goes straight to "queued"; one still
+    being written is reported "waiting" first (and then "queued", once closed)."""
+    tap = EventTap(amqp_url).start()
+    stack = Stack(tmp_path, amqp_url, NoRemote())
+    try:
+        stack.start("watcher", SKYNET_SETTLE_MS="0")
+        time.sleep(2)
+        (stack.watch / "quick.bin").write_bytes(b"q" * 65536)
+        with open(stack.watch / "slow.bin", "wb") as f:
+            for _ in range(10):
+                f.write(b"s" * 1000)
+                f.flush()
+                time.sleep(0.1)
+        wait_for(lambda: len(tap.of("queued")) == 2, 15, what="both files queued")
+        states = {p: [e["state"] for e in tap.events if e.get("path") == p] for p in ("quick.bin", "slow.bin")}
+        assert states == {"quick.bin": ["queued"], "slow.bin": ["waiting", "queued"]}, states
+    finally:
+        stack.stop_all()
+        tap.stop()

@@ -34,7 +34,7 @@ def test_decisions(local: bool, remote: bool, matches: bool, mirror: bool, force
 
 
 class Rig:
-    def __init__(self, root: Path, mirror: bool = True) -> None:
+    def __init__(self, root: Path, mirror: bool = True, progress_interval_s: float = 0.5) -> None:
         self.root = root
         self.store = MemoryStore()
         self.events: list[FileEvent] = []
@@ -47,6 +47,7 @@ class Rig:
             emit=self.events.append,
             mirror=mirror,
             on_remote_down=self.paused.append,
+            progress_interval_s=progress_interval_s,
         )
 
     def send(self, action: PathChanged | PathMoved) -> str:
@@ -68,8 +69,18 @@ def test_a_new_file_is_uploaded_and_a_repeated_hint_is_a_cheap_skip(tmp_path: Pa
     assert rig.send(PathChanged(source="default", path="a.txt")) == "ack"
     assert rig.store.read("a.txt") == b"hello"
     assert rig.store.uploads == 1
-    states = rig.states("a.txt")
-    assert states[0] == "started" and states[-2:] == ["done", "skipped"] and "progress" in states
+    # A transfer shorter than the progress interval: "started" and "done" say all there is.
+    assert rig.states("a.txt") == ["started", "done", "skipped"]
+
+
+def test_a_long_transfer_ticks_progress_between_started_and_done(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, progress_interval_s=1e-9)
+    (tmp_path / "big.bin").write_bytes(os.urandom(5 * 1024 * 1024))
+    assert rig.send(PathChanged(source="default", path="big.bin")) == "ack"
+    states = rig.states("big.bin")
+    assert states[0] == "started" and states[-1] == "done" and set(states[1:-1]) == {"progress"}
+    ticks = [e.bytes_done for e in rig.events if e.state == "progress"]
+    assert len(ticks) >= 2 and ticks == sorted(ticks) and ticks[-1] == 5 * 1024 * 1024
 
 
 def test_deletes_apply_only_in_mirror_mode(tmp_path: Path) -> None:

@@ -284,13 +284,15 @@ class Reconciler:
             raise TransferCancelled(f"not starting {path!r}: the uploader is stopping")
         started = time.monotonic()
         self.event("started", path, size=gen.size, action_id=action_id)
-        last = [started]  # no tick at 0: "started" says it, and a short transfer needs only its final tick
+        # Ticks only every progress interval: none at 0 ("started" says it) and none at the end
+        # ("done" says it), so a transfer shorter than the interval costs two events, not three.
+        last = [started]
 
         def progress(done: int) -> None:
             if self._cancel.is_set():
                 raise TransferCancelled(f"transfer of {path!r} handed back at {done} bytes")
             now = time.monotonic()
-            if now - last[0] >= self._progress_interval or done >= gen.size:
+            if now - last[0] >= self._progress_interval:
                 last[0] = now
                 self.event("progress", path, size=gen.size, bytes_done=done)
 

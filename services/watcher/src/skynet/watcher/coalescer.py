@@ -18,6 +18,7 @@ class Pending:
     closed_seen: bool = False  # a close-after-write was seen: no need to ask who has it open
     snapshot: tuple[int, int] | None = None  # (size, mtime_ns) at the last check, for polling mode
     not_before: float = 0.0
+    announced: bool = False  # a "waiting" event was sent for it
 
 
 class Coalescer:

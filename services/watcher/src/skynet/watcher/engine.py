@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 EmitFn = Callable[[FileEvent], None]
 ROOT_IDENTITY_KEY = "root_identity"  # (st_dev, st_ino) of the watched root, as "dev:ino"
 QUIET_ENOUGH_NS = 60 * 1_000_000_000  # a file found by a scan, unmodified this long, is published at once
+# A file still pending this long after its first event is announced as "waiting". One that is
+# published sooner (closed, with a short settle period) goes straight to "queued": an event less
+# per file through the broker and the notifier, for a state nobody could have seen.
+WAITING_AFTER_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,7 @@ class Engine:
         self._pending_actions: list[tuple[str, Action]] = []
         self._pending_index_set: list[tuple[str, Generation]] = []
         self._pending_index_drop: list[str] = []
+        self._unannounced: deque[tuple[float, str]] = deque()  # (first seen, path), oldest first
         self.stats = {"published": 0, "coalesced": 0, "events": 0}
 
     # ------------------------------------------------------------------ public
@@ -117,6 +122,9 @@ class Engine:
         while not self._stop.is_set():
             now = self.clock()
             deadline = self.coalescer.next_deadline()
+            if self._unannounced:
+                announce_at = self._unannounced[0][0] + WAITING_AFTER_S
+                deadline = announce_at if deadline is None else min(deadline, announce_at)
             timeout = 0.5 if deadline is None else min(0.5, max(0.0, deadline - now))
             try:
                 item = self.queue.get(timeout=timeout)
@@ -133,6 +141,7 @@ class Engine:
                 due = [p for p in due if p not in held]
             for path in due:
                 self._check(path, now)
+            self._announce_waiting(now)
             self._flush()
             if next_root_check <= now:
                 next_root_check = now + 1.0
@@ -195,9 +204,18 @@ class Engine:
                 writing = False
             if self.coalescer.touch(rel, now, writing):
                 if kind != "deleted":
-                    self._emit("waiting", rel)
+                    self._unannounced.append((now, rel))
             else:
                 self.stats["coalesced"] += 1
+
+    def _announce_waiting(self, now: float) -> None:
+        """Say "waiting" for the files still pending ``WAITING_AFTER_S`` after their first event."""
+        while self._unannounced and self._unannounced[0][0] + WAITING_AFTER_S <= now:
+            first_seen, rel = self._unannounced.popleft()
+            entry = self.coalescer.get(rel)
+            if entry is not None and not entry.announced and entry.first_seen <= first_seen:
+                entry.announced = True
+                self._emit("waiting", rel)
 
     def _on_move(self, ev: RawEvent, now: float) -> None:
         src = self._rel(ev.path)

@@ -12,7 +12,7 @@ import threading
 
 from skynet.common.broker import Outgoing, Publisher, backoff_delays
 from skynet.common.errors import BrokerUnavailable
-from skynet.common.messages import FileEvent, PathMoved, encode
+from skynet.common.messages import FileEvent
 from skynet.common.topology import ACTIONS_EXCHANGE
 from skynet.watcher.engine import EmitFn
 from skynet.watcher.store import OutboxRow, Store
@@ -65,9 +65,9 @@ class OutboxPump:
                         Outgoing(
                             ACTIONS_EXCHANGE,
                             self._source,
-                            encode(row.action),
-                            message_id=row.action.id,
-                            message_type=row.action.type,
+                            row.body,
+                            message_id=row.fields["id"],
+                            message_type=row.fields["type"],
                         )
                         for row in rows
                     ]
@@ -93,10 +93,10 @@ class OutboxPump:
                         self._queued(row)
 
     def _queued(self, row: OutboxRow) -> None:
-        action = row.action
-        if isinstance(action, PathMoved):
-            event = FileEvent.make("queued", source=self._source, path=action.dst, src=action.src, action_id=action.id)
+        f = row.fields
+        if f["type"] == "action.moved.v1":
+            event = FileEvent.make("queued", source=self._source, path=f["dst"], src=f["src"], action_id=f["id"])
         else:
-            size = action.generation.size if action.generation else None
-            event = FileEvent.make("queued", source=self._source, path=action.path, size=size, action_id=action.id)
+            size = (f.get("generation") or {}).get("size")
+            event = FileEvent.make("queued", source=self._source, path=f["path"], size=size, action_id=f["id"])
         self._emit(event)

@@ -21,7 +21,9 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from skynet.common.messages import Generation, PathChanged, PathMoved, decode_action, encode
 
@@ -40,9 +42,17 @@ Action = PathChanged | PathMoved
 
 @dataclass(frozen=True)
 class OutboxRow:
+    """One pending action as stored: ``body`` is what ``encode`` wrote, sent to the broker as is."""
+
     key: str
     seq: int
-    action: Action
+    body: bytes
+
+    @cached_property
+    def fields(self) -> dict[str, Any]:
+        """The body's fields, read without validating again what ``encode`` wrote (the pump's fast path)."""
+        data = json.loads(self.body)
+        return data if isinstance(data, dict) else {}
 
 
 SELECT_KEYS = "SELECT key, body FROM outbox WHERE key IN (SELECT value FROM json_each(?))"
@@ -155,7 +165,7 @@ class Store:
     def pending(self, limit: int) -> list[OutboxRow]:
         with self._lock:
             rows = self._db.execute("SELECT key, seq, body FROM outbox ORDER BY seq LIMIT ?", (limit,)).fetchall()
-        return [OutboxRow(key, seq, decode_action(body)) for key, seq, body in rows]
+        return [OutboxRow(key, seq, bytes(body)) for key, seq, body in rows]
 
     def pending_count(self) -> int:
         with self._lock:
