@@ -369,7 +369,9 @@ Handler = Callable[[Delivery], Outcome]
 
 
 class Consumer:
-    """Consume one queue with ``prefetch`` deliveries in flight, each handled on a worker thread.
+    """Consume one queue with ``prefetch`` deliveries in flight, handled on ``workers`` threads
+    (default: one per delivery). A few more deliveries than workers keep the next one at hand
+    when a worker finishes, instead of a round trip to the broker after each ack.
 
     ``run`` owns the connection and blocks until ``stop()``; it reconnects with backoff and
     jitter whenever the broker goes away. ``pause()`` cancels consumption (in-flight work goes
@@ -384,6 +386,7 @@ class Consumer:
         *,
         topology: Topology,
         prefetch: int,
+        workers: int | None = None,
         name: str,
         max_attempts: int = 6,
         declare: Callable[[BlockingChannel], None] | None = None,
@@ -408,7 +411,7 @@ class Consumer:
         self._on_retry = on_retry
         self._stop_grace_s = stop_grace_s
         self._on_grace_expired = on_grace_expired
-        self._executor = ThreadPoolExecutor(max_workers=prefetch, thread_name_prefix=f"{name}-work")
+        self._executor = ThreadPoolExecutor(max_workers=workers or prefetch, thread_name_prefix=f"{name}-work")
         self._stop = threading.Event()
         self._want_paused = threading.Event()
         self._inflight: set[Future[None]] = set()
@@ -528,7 +531,8 @@ class Consumer:
 
     def _work(self, conn: BlockingConnection, ch: BlockingChannel, pub: BlockingChannel, d: Delivery) -> None:
         try:
-            outcome = self._handler(d)
+            # A spare delivery not started before a stop goes straight back to the queue.
+            outcome = Outcome("requeue", "consumer stopping") if self._stop.is_set() else self._handler(d)
         except Exception as exc:  # a bug in a handler must not kill the worker or loop the message
             log.exception("handler crashed on message %s", d.message_id)
             outcome = Outcome("retry", f"handler crashed: {type(exc).__name__}: {exc}")

@@ -64,6 +64,12 @@ class RemoteGuard:
         self._consumer.resume()
 
 
+def spare_deliveries(concurrency: int) -> int:
+    """Deliveries held beyond the running transfers, so a worker that finishes starts the next
+    file at once: one per four workers, at least one (few, so replicas still share the work)."""
+    return max(1, concurrency // 4)
+
+
 def run(settings: UploaderSettings) -> None:
     url = settings.amqp_url.get_secret_value()
     topology = Topology(settings.source, settings.queue_type, settings.retry_delays_s, settings.progress_queue_max)
@@ -107,7 +113,8 @@ def run(settings: UploaderSettings) -> None:
         actions_queue(settings.source),
         reconciler.handle,
         topology=topology,
-        prefetch=settings.concurrency,
+        prefetch=settings.concurrency + spare_deliveries(settings.concurrency),
+        workers=settings.concurrency,
         name=name,
         max_attempts=settings.max_attempts,
         declare=topology.declare_actions,
