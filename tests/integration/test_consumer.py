@@ -9,6 +9,7 @@ import pika
 
 from skynet.common.broker import ACK, Consumer, Delivery, Outcome
 from skynet.common.topology import Topology, actions_queue
+from tests.fixtures.broker import queue_depth
 from tests.fixtures.common import wait_for
 
 
@@ -19,14 +20,6 @@ def _publish(amqp_url: str, topology: Topology, count: int) -> None:
         topology.declare_actions(ch)
         for i in range(count):
             ch.basic_publish("", actions_queue(topology.source), f"m{i}".encode())
-    finally:
-        conn.close()
-
-
-def _depth(amqp_url: str, queue: str) -> int:
-    conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
-    try:
-        return int(conn.channel().queue_declare(queue, passive=True).method.message_count)
     finally:
         conn.close()
 
@@ -66,7 +59,7 @@ def test_spare_deliveries_never_run_beyond_the_workers_and_go_back_on_stop(amqp_
     thread.start()
     try:
         # Five deliveries taken from the queue, two of them running, three waiting at hand.
-        wait_for(lambda: _depth(amqp_url, actions_queue(topology.source)) == 15, 15, what="5 deliveries taken")
+        wait_for(lambda: queue_depth(amqp_url, actions_queue(topology.source)) == 15, 15, what="5 deliveries taken")
         time.sleep(0.5)
         assert most == 2 and consumer.in_flight == 5
         consumer.stop()
@@ -78,4 +71,4 @@ def test_spare_deliveries_never_run_beyond_the_workers_and_go_back_on_stop(amqp_
         release.set()
     # The two that ran were acked; the three spares went back unhandled, with the rest.
     assert len(handled) == 2 and most == 2
-    assert _depth(amqp_url, actions_queue(topology.source)) == 18
+    assert queue_depth(amqp_url, actions_queue(topology.source)) == 18
