@@ -21,7 +21,7 @@ import pytest
 from skynet.common.admin import requeue_dead
 from skynet.common.topology import HEADER_ATTEMPTS, HEADER_REASON, dead_queue
 from skynet.uploader.storage._s3_multipart import part_size_for
-from skynet.uploader.storage.sftp import WRITE_CHUNK
+from skynet.uploader.storage.sftp import RESUME_MARGIN, WRITE_CHUNK
 from tests.e2e.harness import EventTap, RemoteView, Stack
 from tests.e2e.remotes import S3Remote, SftpRemote
 from tests.faults.conftest import FaultReport
@@ -112,7 +112,7 @@ def test_an_uploader_killed_mid_upload_is_finished_by_another_from_where_it_stop
     assert done, "no done event for the big file"
     resumed_from = int(done[-1].get("resumed_from") or 0)
     sent_by_second = int(done[-1].get("bytes_done") or 0)
-    unit = WRITE_CHUNK if isinstance(remote, SftpRemote) else part_size_for(BIG)
+    unit = WRITE_CHUNK + RESUME_MARGIN if isinstance(remote, SftpRemote) else part_size_for(BIG)
     resent = held_at_kill - resumed_from
     kind = "sftp" if isinstance(remote, SftpRemote) else "s3"
     report.row(f"SIGKILL uploader mid {BIG // MiB} MiB upload ({kind})", 1, held_at_kill + sent_by_second, resent, 0)

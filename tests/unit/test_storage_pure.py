@@ -108,3 +108,10 @@ def test_sftp_errors_say_whether_retrying_helps(exc: Exception, expected: type) 
 def test_a_missing_share_is_unavailable_and_a_full_disk_refused() -> None:
     assert type(local.classify(OSError(errno.ESTALE, "stale"))) is RemoteUnavailable
     assert type(local.classify(OSError(errno.ENOSPC, "full"))) is RemoteRefused
+
+
+def test_a_striped_partial_has_a_name_of_its_own_that_still_belongs_to_its_file() -> None:
+    striped = _partial.partial_name("photo 1.jpg", BIG, striped=True)
+    assert striped != _partial.partial_name("photo 1.jpg", BIG)
+    assert _partial.belongs_to("photo 1.jpg", striped) and _partial.is_partial(striped)
+    assert _partial.partial_tag_for("photo 1.jpg", striped) == f"{10 * MiB}-123-7{_partial.STRIPED}"

@@ -22,7 +22,11 @@ from skynet.common.messages import Generation
 from skynet.common.paths import MAX_COMPONENT_BYTES
 
 SUFFIX = ".skynet-partial"
-_GEN_RE = re.compile(r"^\d+-\d+-\d+$")
+# Marks a partial that several streams write at once (sftp): it may hold holes near its end, so
+# only code that knows to resume it well before its end may continue it. Older code, which would
+# take it for a prefix, does not recognise the name and starts a partial of its own instead.
+STRIPED = "s"
+_GEN_RE = re.compile(r"^\d+-\d+-\d+s?$")
 RESUME_MIN_BYTES = 4 * 1024 * 1024
 
 
@@ -41,11 +45,12 @@ def resumable(generation: Generation) -> bool:
     return generation.size >= RESUME_MIN_BYTES
 
 
-def partial_name(name: str, generation: Generation) -> str:
-    """The partial's file name (one path component) for final name ``name`` and ``generation``."""
+def partial_name(name: str, generation: Generation, striped: bool = False) -> str:
+    """The partial's file name (one path component) for final name ``name`` and ``generation``;
+    ``striped``: written by several streams at once (see ``STRIPED``)."""
     if not resumable(generation):
         return simple_partial_name(name)
-    return f"{_stem(name)}{generation_tag(generation)}{SUFFIX}"
+    return f"{_stem(name)}{generation_tag(generation)}{STRIPED if striped else ''}{SUFFIX}"
 
 
 def simple_partial_name(name: str) -> str:

@@ -5,6 +5,8 @@
   before authenticating, and a missing file or an unknown or changed key is refused.
 * TCP_NODELAY is set (paramiko leaves Nagle on, which costs ~40 ms per small request/response).
 * Large windows and packets, and fast ciphers first (AES-GCM / AES-CTR).
+* :func:`write_request_size` asks the server how large one write request may be
+  (``limits@openssh.com``): fewer, larger requests cost paramiko less Python per byte.
 """
 
 from __future__ import annotations
@@ -12,13 +14,17 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass
+from typing import Any
 
 import paramiko
+from paramiko.sftp import CMD_EXTENDED, CMD_EXTENDED_REPLY
 
 from skynet.common.errors import ConfigError, RemoteRefused, RemoteUnavailable
 
 WINDOW_SIZE = 64 * 1024 * 1024
-MAX_PACKET_SIZE = 256 * 1024  # paramiko caps requests at 32 KiB anyway; this bounds the framing
+MAX_PACKET_SIZE = 256 * 1024  # what we accept from the server; OpenSSH's sshd takes 32 KiB packets from us
+DEFAULT_WRITE_SIZE = 32 * 1024  # what every SFTP server accepts in one write request
+MAX_WRITE_SIZE = 256 * 1024
 FAST_CIPHERS = ("aes128-gcm@openssh.com", "aes128-ctr", "aes256-gcm@openssh.com", "aes256-ctr")
 _KEY_ALGORITHMS = {"ssh-rsa": ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa")}
 
@@ -117,3 +123,30 @@ def connect(
         transport.close()
         raise
     return transport, sftp
+
+
+def write_request_size(sftp: paramiko.SFTPClient) -> int:
+    """The data size of one write request: a power of two, 32 KiB to 256 KiB.
+
+    OpenSSH (8.6 and later) states its limits with the ``limits@openssh.com`` extension (9.2:
+    255 KiB of data per write), which gives 128 KiB; a server that does not answer, or answers
+    with no limit, gets the 32 KiB every server accepts. One round trip, once per connection.
+    Raises what paramiko raises when the connection itself fails.
+    """
+    raw: Any = sftp  # paramiko's request primitives are not in its type stubs
+    try:
+        kind, msg = raw._request(CMD_EXTENDED, "limits@openssh.com")
+    except (OSError, paramiko.SFTPError):
+        channel = sftp.get_channel()
+        if channel is None or channel.closed:
+            raise  # the connection died: not an unsupported extension
+        return DEFAULT_WRITE_SIZE
+    if kind != CMD_EXTENDED_REPLY:
+        return DEFAULT_WRITE_SIZE
+    msg.get_int64()  # max-packet-length
+    msg.get_int64()  # max-read-length
+    max_write = msg.get_int64()
+    size = DEFAULT_WRITE_SIZE
+    while size * 2 <= min(max_write, MAX_WRITE_SIZE):
+        size *= 2
+    return size

@@ -4,17 +4,54 @@ The path of the URL is absolute on the server; ``sftp://host/~/dir`` is relative
 folder. Authentication by key (``SKYNET_SFTP_KEY_FILE``) or password (``SKYNET_SFTP_PASSWORD``);
 the host key is pinned by ``SKYNET_SFTP_KNOWN_HOSTS`` (see ``_sftp_connect``).
 
-Uploads write to a partial next to the final name whose name carries the generation
-(``.<name>.<size>-<mtime_ns>-<inode>.skynet-partial``; see ``_partial``) with pipelined 32 KiB requests, set the
-remote mtime to the local one (whole seconds: SFTP v3 has no better), then replace the final name
-atomically with ``posix-rename@openssh.com``. **Resume:** a partial of the same generation is
-continued from its last whole ``WRITE_CHUNK`` boundary after reading back the chunk before it and
-comparing it with the local bytes (a mismatch starts over); partials of other generations are
-deleted. The server applies one handle's writes in order, so a partial is always a prefix of the
-file. Writes go over one channel: with 32 KiB requests pipelined inside a 64 MiB window a single
-stream already fills a LAN link, and parallel streams at different offsets would leave holes that
-make a killed partial impossible to resume without reading it all back, so ``sftp_streams`` is
-not used (yet).
+**Uploads** write to a partial next to the final name whose name carries the generation
+(``.<name>.<size>-<mtime_ns>-<inode>[s].skynet-partial``; see ``_partial``), set the remote mtime to
+the local one (whole seconds: SFTP v3 has no better) and the atime to a tag of the generation,
+then replace the final name atomically with ``posix-rename@openssh.com``. The rename is sent
+only after every write, the time stamp and the close have been acknowledged with an OK status, so
+a failed write never publishes a half file.
+
+Writes do not go through paramiko's ``SFTPFile``: this module sends the write requests itself
+(``_pump``), as large as the server accepts (``limits@openssh.com``: 128 KiB on OpenSSH, else
+32 KiB), with a bounded number in flight, and reads each reply as it comes (paramiko's pipelined
+file waits for *all* outstanding replies every hundred requests, which drains the pipe). A small
+file costs three round trips: open; the writes, FSETSTAT (the times) and close, pipelined; the
+rename. When the folder cache is stale (someone removed the folder), the open fails with "no such
+file", the folders are created again and the open is retried once.
+
+**Parallel streams.** A file of ``PARALLEL_MIN_BYTES`` or more is written by ``sftp_streams``
+connections at once (separate SSH transports, so separate packetizer threads here and separate
+sshd processes there), each with its own handle on the same partial. The extra connections are
+opened on first need, kept by the backend (one per worker thread) for the next large file, closed
+by :meth:`SftpBackend.close` and after a connection loss. A connection that cannot be opened (the
+server limits sessions) is logged and the others carry on. Smaller files use one stream.
+
+**Resume.** The file is cut into ``WRITE_CHUNK`` chunks. ``_Window`` hands the chunk numbers out
+to the streams in increasing order, and never hands out chunk ``j`` before every chunk below
+``j - STREAM_WINDOW + 1`` has been acknowledged; a chunk counts as acknowledged when every write
+of it got an OK status. So whenever the server holds any byte of chunk ``j``, every chunk below
+``j - STREAM_WINDOW + 1`` is complete on the server, whatever the other streams were doing, and
+whether the upload was killed, cancelled or failed (a failed chunk is never acknowledged, so it
+bounds what comes after it). Written bytes only make the partial longer, so with ``L`` its length
+and ``j`` the highest chunk that holds a byte, ``floor(L / WRITE_CHUNK) <= j + 1``: every byte
+below ``floor(L / WRITE_CHUNK) * WRITE_CHUNK - RESUME_MARGIN`` (``RESUME_MARGIN = STREAM_WINDOW *
+WRITE_CHUNK``) is written. A resumed upload truncates the partial to that point before any stream
+writes, so what the partial holds beyond it never counts later, and the argument holds again for
+the next attempt. The margin is a constant, not a function of the stream count: the stream count
+may differ between the attempt that was killed and the one that resumes, and ``STREAM_WINDOW``
+bounds the chunks in flight for any number of streams (settings cap ``sftp_streams`` at
+``MAX_STREAMS``). Whether a partial gets the margin depends on the file's size only (a file of
+``PARALLEL_MIN_BYTES`` or more always does, even with ``sftp_streams=1``), because the size is
+part of the generation. Such a partial's name is marked *striped* (``_partial.STRIPED``), so that
+an older skynet, which would take it for a prefix, leaves it alone and starts over. A smaller
+file is written by one handle, which the server applies in order, so its partial is a prefix and
+resumes at its last whole chunk, as before. Either way the
+chunk before the resume point is read back and compared with the local bytes (a mismatch starts
+over), and partials of other generations are deleted.
+
+Progress reports the acknowledged contiguous prefix (monotonic, ending at the file size), from
+the thread that called ``upload``; when the callback raises, the streams stop taking chunks,
+collect the replies still in flight, close their handles, and the exception propagates.
 
 ``delete`` leaves folders in place. The connection is opened on first use and reopened on the
 next call after it was lost.
@@ -22,18 +59,33 @@ next call after it was lost.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import hashlib
 import logging
+import os
 import posixpath
 import socket
 import stat as stat_mod
-from collections.abc import Iterator
-from typing import BinaryIO
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
 import paramiko
+from paramiko.sftp import (
+    CMD_CLOSE,
+    CMD_FSETSTAT,
+    CMD_HANDLE,
+    CMD_OPEN,
+    CMD_STATUS,
+    CMD_WRITE,
+    SFTP_FLAG_CREATE,
+    SFTP_FLAG_TRUNC,
+    SFTP_FLAG_WRITE,
+    int64,
+)
 
 from skynet.common.errors import (
     ConfigError,
@@ -60,7 +112,12 @@ from skynet.uploader.storage.config import BackendSettings
 
 log = logging.getLogger(__name__)
 
-WRITE_CHUNK = 1024 * 1024  # progress is reported, and a resume restarts, at these boundaries
+WRITE_CHUNK = 1024 * 1024  # chunks handed to the streams; progress and resume work in these units
+PARALLEL_MIN_BYTES = 64 * 1024 * 1024  # files this large go over several streams, and resume with the margin
+STREAM_WINDOW = 16  # chunks handed out beyond the lowest unacknowledged one, all streams together
+STREAM_PIPELINE = 4  # chunks one stream may have in flight (OpenSSH's channel window is 2 MiB)
+RESUME_MARGIN = STREAM_WINDOW * WRITE_CHUNK  # see the module docstring
+MAX_STREAMS = STREAM_WINDOW  # more streams than chunks in the window would only wait
 
 
 def generation_tag(generation: Generation) -> int:
@@ -101,6 +158,212 @@ def classify(exc: BaseException, what: str = "") -> SkynetError:
     return RemoteUnavailable(f"{prefix}{type(exc).__name__}: {exc}")
 
 
+class _Window:
+    """Hands chunk numbers ``0..count-1`` to the streams in increasing order (see the module docstring).
+
+    ``take`` never returns a chunk ``STREAM_WINDOW`` or more above the lowest chunk not yet
+    acknowledged (``low``). Shared by the stream threads and the thread that reports progress.
+    """
+
+    WAIT = -1
+
+    def __init__(self, count: int, window: int) -> None:
+        self.count = count
+        self.window = window
+        self.cond = threading.Condition()
+        self.next = 0
+        self.low = 0  # every chunk below this one is acknowledged
+        self._acked = bytearray(count)
+        self.stopped = False
+        self.error: BaseException | None = None
+        self.running = 0  # stream threads not finished yet
+
+    def take(self, block: bool) -> int | None:
+        """The next chunk; None when there is none left (or the upload stops); WAIT if ``block`` is false
+        and the window is full."""
+        with self.cond:
+            while True:
+                if self.stopped or self.error is not None or self.next >= self.count:
+                    return None
+                if self.next < self.low + self.window:
+                    self.next += 1
+                    return self.next - 1
+                if not block:
+                    return self.WAIT
+                self.cond.wait(1.0)
+
+    def ack(self, chunk: int) -> None:
+        with self.cond:
+            self._acked[chunk] = 1
+            if chunk == self.low:
+                while self.low < self.count and self._acked[self.low]:
+                    self.low += 1
+                self.cond.notify_all()
+
+    def fail(self, exc: BaseException) -> None:
+        with self.cond:
+            if self.error is None:
+                self.error = exc
+            self.cond.notify_all()
+
+    def stop(self) -> None:
+        with self.cond:
+            self.stopped = True
+            self.cond.notify_all()
+
+    def finished(self) -> None:
+        with self.cond:
+            self.running -= 1
+            self.cond.notify_all()
+
+
+class _Replies:
+    """The replies to the requests one session has in flight, each status checked.
+
+    paramiko's ``_read_response`` hands a reply to the object a request was sent with
+    (``_async_response``); a write reply completes its chunk once every write of the chunk is in.
+    """
+
+    def __init__(self, sftp: paramiko.SFTPClient) -> None:
+        self._raw: Any = sftp  # paramiko's request primitives are not in its type stubs
+        self.waiting: dict[int, int] = {}  # request number -> its chunk (-1: not a write)
+        self.left: dict[int, int] = {}  # chunk -> its writes not acknowledged yet
+        self.done: list[int] = []  # chunks wholly acknowledged, not yet passed on
+        self.error: BaseException | None = None
+
+    def send(self, chunk: int, kind: int, *args: object) -> None:
+        num = self._raw._async_request(self, kind, *args)
+        self.waiting[num] = chunk
+        if chunk >= 0:
+            self.left[chunk] = self.left.get(chunk, 0) + 1
+
+    def _async_response(self, kind: int, msg: paramiko.Message, num: int) -> None:  # called by paramiko
+        chunk = self.waiting.pop(num, -1)
+        try:
+            if kind != CMD_STATUS:
+                raise paramiko.SFTPError(f"expected a status reply, got message type {kind}")
+            self._raw._convert_status(msg)  # raises on anything but OK
+        except (OSError, EOFError, paramiko.SFTPError) as exc:
+            if self.error is None:
+                self.error = exc
+            return
+        if chunk >= 0:
+            self.left[chunk] -= 1
+            if not self.left[chunk]:
+                del self.left[chunk]
+                self.done.append(chunk)
+
+    def read_one(self) -> None:
+        """Wait for the next reply; raise what it reports if it is an error."""
+        self._raw._read_response()
+        if self.error is not None:
+            raise self.error
+
+
+@dataclasses.dataclass
+class _Session:
+    transport: paramiko.Transport
+    sftp: paramiko.SFTPClient
+    write_size: int
+
+    def alive(self) -> bool:
+        channel = self.sftp.get_channel()
+        return self.transport.is_active() and channel is not None and not channel.closed
+
+    def open(self, path: str, flags: int) -> bytes:
+        """A handle on ``path`` (one round trip)."""
+        raw: Any = self.sftp
+        kind, msg = raw._request(CMD_OPEN, path, flags, paramiko.SFTPAttributes())
+        if kind != CMD_HANDLE:
+            raise paramiko.SFTPError(f"expected a handle, got message type {kind}")
+        handle: bytes = msg.get_binary()
+        return handle
+
+    def truncate(self, handle: bytes, size: int) -> None:
+        attrs = paramiko.SFTPAttributes()
+        attrs.st_size = size
+        raw: Any = self.sftp
+        raw._request(CMD_FSETSTAT, handle, attrs)
+
+    def close_quietly(self, handle: bytes) -> None:
+        """Send a close without waiting for its reply (after an error: best effort)."""
+        raw: Any = self.sftp
+        with contextlib.suppress(Exception):
+            raw._async_request(type(None), CMD_CLOSE, handle)
+
+
+def _pump(
+    session: _Session,
+    handle: bytes,
+    window: _Window,
+    fd: int,
+    base: int,
+    size: int,
+    *,
+    times: tuple[int, int] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Write the chunks ``window`` hands out on one session, pipelined; returns the bytes sent.
+
+    Chunk ``i`` covers ``base + i * WRITE_CHUNK`` up to ``size``. At most ``STREAM_PIPELINE``
+    chunks are in flight; replies are read one at a time as they come. After the last write, the
+    times (FSETSTAT, if ``times``) and the close go in the same pipeline, and every reply is
+    collected before returning. On an error, the handle is closed without waiting and the error
+    propagates. ``progress`` (single stream) gets the acknowledged prefix, from this thread.
+    """
+    replies = _Replies(session.sftp)
+    step = session.write_size
+    sent = 0
+    reported = -1
+    closing = False
+
+    def settle() -> None:
+        nonlocal reported
+        for chunk in replies.done:
+            window.ack(chunk)
+        replies.done.clear()
+        if progress is not None and window.low != reported:
+            reported = window.low
+            progress(min(base + reported * WRITE_CHUNK, size))
+
+    try:
+        while True:
+            settle()
+            if len(replies.left) >= STREAM_PIPELINE:
+                replies.read_one()
+                continue
+            chunk = window.take(block=not replies.waiting)
+            if chunk is None:
+                break
+            if chunk == _Window.WAIT:
+                replies.read_one()
+                continue
+            offset = base + chunk * WRITE_CHUNK
+            data = _pread(fd, min(WRITE_CHUNK, size - offset), offset)
+            if not data:  # the file shrank: its new generation is the caller's business
+                window.ack(chunk)
+                continue
+            view = memoryview(data)
+            for at in range(0, len(data), step):
+                replies.send(chunk, CMD_WRITE, handle, int64(offset + at), view[at : at + step])
+            sent += len(data)
+        if times is not None and not window.stopped and window.error is None:
+            attrs = paramiko.SFTPAttributes()
+            attrs.st_atime, attrs.st_mtime = times
+            replies.send(-1, CMD_FSETSTAT, handle, attrs)
+        closing = True
+        replies.send(-1, CMD_CLOSE, handle)
+        while replies.waiting:
+            replies.read_one()
+            settle()
+        settle()
+    except BaseException:
+        if not closing:
+            session.close_quietly(handle)
+        raise
+    return sent
+
+
 class SftpBackend(Backend):
     scheme = "sftp"
     capabilities = Capabilities(server_side_move=True, dir_move=True, resumable=True, exact_generation=False)
@@ -116,22 +379,51 @@ class SftpBackend(Backend):
             raise ConfigError("SFTP target needs SKYNET_SFTP_KEY_FILE or SKYNET_SFTP_PASSWORD")
         self._transport: paramiko.Transport | None = None
         self._sftp: paramiko.SFTPClient | None = None
+        self._write_size = _sftp_connect.DEFAULT_WRITE_SIZE
+        self._extra: dict[int, _Session] = {}  # stream number (1..) -> its own connection
         self._dirs: set[str] = set()
 
     # ------------------------------------------------------------------ connection
 
-    def _client(self) -> paramiko.SFTPClient:
-        if self._sftp is not None and self._transport is not None and self._transport.is_active():
-            return self._sftp
-        self.close()
-        self._transport, self._sftp = _sftp_connect.connect(
+    def _connect(self) -> _Session:
+        transport, sftp = _sftp_connect.connect(
             self.endpoint,
             self._known,
             pkey=self._pkey,
             password=self._settings.sftp_password,
             timeout=self._settings.sftp_timeout_s,
         )
+        try:
+            write_size = _sftp_connect.write_request_size(sftp)
+        except Exception as exc:
+            transport.close()
+            raise classify(exc, "SFTP limits") from exc
+        return _Session(transport, sftp, write_size)
+
+    def _client(self) -> paramiko.SFTPClient:
+        if self._sftp is not None and self._transport is not None and self._transport.is_active():
+            return self._sftp
+        self.close()
+        session = self._connect()
+        self._transport, self._sftp, self._write_size = session.transport, session.sftp, session.write_size
         return self._sftp
+
+    def _main_session(self) -> _Session:
+        assert self._transport is not None and self._sftp is not None
+        return _Session(self._transport, self._sftp, self._write_size)
+
+    def _stream(self, number: int) -> _Session:
+        """Extra connection ``number`` (1..), opened on first use and reopened after a loss.
+
+        Called from that stream's thread only; ``close`` runs when no stream thread does.
+        """
+        session = self._extra.get(number)
+        if session is not None and session.alive():
+            return session
+        if session is not None:
+            session.transport.close()
+        self._extra[number] = session = self._connect()
+        return session
 
     def _fail(self, exc: BaseException, what: str) -> SkynetError:
         err = classify(exc, what)
@@ -149,6 +441,9 @@ class SftpBackend(Backend):
         if self._transport is not None:
             self._transport.close()
         self._transport = self._sftp = None
+        for session in self._extra.values():
+            session.transport.close()
+        self._extra.clear()
         self._dirs.clear()
 
     # ------------------------------------------------------------------ paths
@@ -242,24 +537,32 @@ class SftpBackend(Backend):
     def upload(self, path: str, local_file: str, generation: Generation, progress: ProgressFn) -> UploadResult:
         remote = self._remote(path)
         folder, name = posixpath.split(remote)
-        partial = posixpath.join(folder, _partial.partial_name(name, generation))
+        partial = posixpath.join(folder, partial_name_for(name, generation))
         src = open_regular(local_file)  # closed below
+        times = (generation_tag(generation), generation.mtime_ns // 10**9)
         try:
             sftp = self._client()
             self._mkdirs(sftp, folder)
-            try:
-                offset = self._resume_point(sftp, folder, name, partial, generation, src)
-            except FileNotFoundError:  # our folder cache was stale (moved away by someone else)
-                self._dirs.clear()
-                self._mkdirs(sftp, folder)
-                offset = 0
-            sent = self._send(sftp, src, partial, offset, guard_progress(progress))
-            mtime = generation.mtime_ns // 10**9
-            sftp.utime(partial, (generation_tag(generation), mtime))
+            offset = 0
+            if _partial.resumable(generation):  # else: the one partial name is simply overwritten
+                try:
+                    offset = self._resume_point(sftp, folder, name, partial, generation, src)
+                except FileNotFoundError:  # our folder cache was stale (moved away by someone else)
+                    self._dirs.clear()
+                    self._mkdirs(sftp, folder)
+            streams = min(self._settings.sftp_streams, MAX_STREAMS)
+            if generation.size >= PARALLEL_MIN_BYTES and streams > 1:
+                sent = self._send_parallel(
+                    partial, src, offset, generation.size, times, streams, guard_progress(progress)
+                )
+            else:
+                sent = self._send_one(folder, partial, src, offset, generation.size, times, guard_progress(progress))
             self._replace(sftp, partial, remote)
         except CallbackError as exc:
             raise exc.original from None
-        except SkynetError:
+        except SkynetError as exc:
+            if isinstance(exc, RemoteUnavailable):
+                self.close()  # the next call reconnects (every stream)
             raise
         except Exception as exc:
             raise self._fail(exc, f"upload {remote}") from exc
@@ -276,9 +579,6 @@ class SftpBackend(Backend):
         generation: Generation,
         src: BinaryIO,
     ) -> int:
-        if not _partial.resumable(generation):
-            sftp.stat(folder)  # small file: its one partial name is simply overwritten
-            return 0
         length = -1
         for attr in sftp.listdir_attr(folder):
             if not _partial.belongs_to(name, attr.filename):
@@ -290,7 +590,7 @@ class SftpBackend(Backend):
                 sftp.remove(posixpath.join(folder, attr.filename))
         if length < 0:
             return 0
-        offset = _partial.resume_offset(min(length, generation.size), WRITE_CHUNK)
+        offset = resume_offset(min(length, generation.size), generation.size)
         if offset:
             with sftp.open(partial, "rb") as f:
                 remote_tail = b"".join(f.readv([(offset - WRITE_CHUNK, WRITE_CHUNK)]))
@@ -300,23 +600,135 @@ class SftpBackend(Backend):
         log.info("resuming %s at %d of %d bytes (partial held %d)", partial, offset, generation.size, length)
         return offset
 
-    @staticmethod
-    def _send(sftp: paramiko.SFTPClient, src: BinaryIO, partial: str, offset: int, progress: ProgressFn) -> int:
-        sent = 0
-        with sftp.open(partial, "r+b" if offset else "wb", bufsize=0) as dst:
-            if offset:
-                dst.truncate(offset)
-                dst.seek(offset)
-            dst.set_pipelined(True)
+    def _open_partial(self, session: _Session, folder: str, partial: str, offset: int) -> bytes:
+        """A write handle on the partial: truncated to ``offset`` (round trips: one, two on a resume).
+
+        A stale folder cache shows as "no such file" here: the folders are made again and the
+        open retried once.
+        """
+        if offset:
+            handle = session.open(partial, SFTP_FLAG_WRITE)
+            try:
+                session.truncate(handle, offset)  # before any write: see the module docstring
+            except BaseException:
+                session.close_quietly(handle)
+                raise
+            return handle
+        flags = SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_TRUNC
+        try:
+            return session.open(partial, flags)
+        except FileNotFoundError:
+            self._dirs.clear()
+            self._mkdirs(session.sftp, folder)
+            return session.open(partial, flags)
+
+    def _send_one(
+        self,
+        folder: str,
+        partial: str,
+        src: BinaryIO,
+        offset: int,
+        size: int,
+        times: tuple[int, int],
+        progress: ProgressFn,
+    ) -> int:
+        """One stream: open; writes + times + close pipelined. Returns the bytes sent."""
+        session = self._main_session()
+        handle = self._open_partial(session, folder, partial, offset)
+        window = _Window(_chunks(size - offset), STREAM_WINDOW)
+        # _pump reports `offset` before its first write
+        return _pump(session, handle, window, src.fileno(), offset, size, times=times, progress=progress)
+
+    def _send_parallel(
+        self,
+        partial: str,
+        src: BinaryIO,
+        offset: int,
+        size: int,
+        times: tuple[int, int],
+        streams: int,
+        progress: ProgressFn,
+    ) -> int:
+        """``streams`` connections write the partial's chunks; this thread reports progress.
+
+        Stream 0 is the backend's own connection, the others are opened on first need. The
+        partial gets its times only once every stream has closed its handle with every write
+        acknowledged. Returns the bytes sent.
+        """
+        main = self._main_session()
+        handle = self._open_partial(main, posixpath.dirname(partial), partial, offset)
+        window = _Window(_chunks(size - offset), STREAM_WINDOW)
+        sent = [0] * streams
+        fd = src.fileno()
+
+        def run(number: int) -> None:
+            session: _Session | None = None
+            try:
+                if number == 0:
+                    session, own = main, handle
+                else:
+                    try:
+                        session = self._stream(number)
+                    except SkynetError as exc:
+                        log.warning("SFTP stream %d not opened (%s); carrying on with the others", number, exc)
+                        return
+                    own = session.open(partial, SFTP_FLAG_WRITE)
+                sent[number] = _pump(session, own, window, fd, offset, size)
+            except BaseException as exc:
+                window.fail(self._stream_error(session, exc, f"upload {partial} (stream {number})"))
+            finally:
+                window.finished()
+
+        threads = [
+            threading.Thread(target=run, args=(i,), name=f"sftp-stream-{i}", daemon=True) for i in range(streams)
+        ]
+        window.running = streams
+        try:
             progress(offset)
+        except BaseException:
+            main.close_quietly(handle)
+            raise
+        for thread in threads:
+            thread.start()
+        try:
+            reported = offset
             while True:
-                block = _read_local(src, offset + sent, WRITE_CHUNK)
-                if not block:
+                with window.cond:
+                    while (
+                        window.running
+                        and window.error is None
+                        and min(offset + window.low * WRITE_CHUNK, size) == reported
+                    ):
+                        window.cond.wait(1.0)
+                    done = min(offset + window.low * WRITE_CHUNK, size)
+                    running, error = window.running, window.error
+                if error is not None:
                     break
-                dst.write(block)
-                sent += len(block)
-                progress(offset + sent)
-        return sent
+                if done != reported:
+                    reported = done
+                    progress(done)
+                if not running:
+                    break
+        finally:
+            window.stop()  # no-op once every chunk is handed out; else the streams wind down
+            for thread in threads:
+                thread.join()
+        if window.error is not None:
+            raise window.error
+        if window.low < window.count:  # cannot happen: stream 0 takes chunks until none is left
+            raise RemoteUnavailable(f"upload {partial}: {window.count - window.low} chunks not acknowledged")
+        main.sftp.utime(partial, times)
+        return sum(sent)
+
+    def _stream_error(self, session: _Session | None, exc: BaseException, what: str) -> BaseException:
+        """What a stream thread's exception means, as the skynet error ``upload`` raises."""
+        if isinstance(exc, SkynetError) or not isinstance(exc, Exception):
+            return exc
+        err = classify(exc, what)
+        if not isinstance(err, RemoteUnavailable) and (session is None or not session.alive()):
+            err = RemoteUnavailable(f"{what}: connection lost ({exc})")
+        err.__cause__ = exc
+        return err
 
     def delete(self, path: str) -> bool:
         remote = self._remote(path)
@@ -394,6 +806,30 @@ class SftpBackend(Backend):
             return
         except Exception as exc:
             raise self._fail(exc, f"cleanup {remote}") from exc
+
+
+def _chunks(length: int) -> int:
+    return -(-length // WRITE_CHUNK)
+
+
+def partial_name_for(name: str, generation: Generation) -> str:
+    """The partial of ``name``: striped (its own name) for a file written by several streams."""
+    return _partial.partial_name(name, generation, striped=generation.size >= PARALLEL_MIN_BYTES)
+
+
+def resume_offset(length: int, size: int) -> int:
+    """Where to continue a partial of ``length`` bytes of a ``size``-byte file (see the module docstring)."""
+    offset = _partial.resume_offset(length, WRITE_CHUNK)
+    if size >= PARALLEL_MIN_BYTES:
+        offset = max(0, offset - RESUME_MARGIN)
+    return offset
+
+
+def _pread(fd: int, size: int, offset: int) -> bytes:
+    try:
+        return os.pread(fd, size, offset)
+    except OSError as exc:
+        raise LocalFileError(f"cannot read the local file: {exc.strerror or exc}") from exc
 
 
 def _read_local(src: BinaryIO, offset: int, size: int) -> bytes:
