@@ -215,6 +215,20 @@ def write(res: Results, out: Path, *, mode: str, command: str, elapsed_s: float)
         *targets(res),
         "",
     ]
+    if res.steal:
+        lines += [
+            "## CPU time stolen by the hypervisor",
+            "",
+            "The machine is a virtual one, shared: this is the share of its CPU time that went to other",
+            "guests while each workload ran (`steal` in /proc/stat). A workload with a high figure ran",
+            "on less than 2 cores, and skynet, which spreads each file over several processes, loses more",
+            "from that than a single-process peer does.",
+            "",
+            "| workload | minutes | CPU stolen |",
+            "|---|---:|---:|",
+            *[f"| {w} | {m:.1f} | {p:.1f} % |" for w, m, p in res.steal],
+            "",
+        ]
     if res.errors:
         lines += ["## Errors during this run", "", *[f"- {e}" for e in res.errors], ""]
     notes = HERE / "NOTES.md"

@@ -40,6 +40,8 @@ def fmt(v: float) -> str:
 class Results:
     series: list[Series] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    # (workload, minutes, % of the machine's CPU time the hypervisor gave to other guests)
+    steal: list[tuple[str, float, float]] = field(default_factory=list)
 
     def get(self, workload: str, tool: str, unit: str, higher_better: bool = True, note: str = "") -> Series:
         for s in self.series:
@@ -61,3 +63,14 @@ class Results:
         if a is None or b is None or not b.median:
             return None
         return a.median / b.median
+
+
+def cpu_ticks() -> tuple[int, int]:
+    """(all CPU ticks, ticks stolen by the hypervisor) since boot, from /proc/stat (0, 0 elsewhere)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    steal = fields[7] if len(fields) > 7 else 0
+    return sum(fields[:8]), steal

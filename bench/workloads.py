@@ -26,7 +26,7 @@ from pathlib import Path
 from bench import peers
 from bench.delay_proxy import DelayProxy
 from bench.env import BenchEnv, Remote
-from bench.results import Results
+from bench.results import Results, cpu_ticks
 from bench.skynet_run import SCAN_LINE, SkynetRun, vm_hwm_kib
 from tests.e2e.harness import NoRemote, Stack
 
@@ -498,6 +498,7 @@ def run_all(bench: Bench, only: tuple[str, ...], kinds: tuple[str, ...]) -> None
         for kind in kinds if name != "footprint" else ("-",):
             log.info("=== %s %s", name, kind)
             t0 = time.perf_counter()
+            ticks0 = cpu_ticks()
             with _guard(bench, f"{name} {kind}"):
                 if name == "small":
                     bench.small_files(kind)
@@ -509,7 +510,12 @@ def run_all(bench: Bench, only: tuple[str, ...], kinds: tuple[str, ...]) -> None
                     bench.scaling(kind)
                 elif name == "footprint":
                     bench.footprint()
-            log.info("=== %s %s took %.0f s", name, kind, time.perf_counter() - t0)
+            elapsed = time.perf_counter() - t0
+            ticks1 = cpu_ticks()
+            total = ticks1[0] - ticks0[0]
+            stolen = 100 * (ticks1[1] - ticks0[1]) / total if total > 0 else 0.0
+            bench.res.steal.append((f"{name} {kind}".strip(" -"), elapsed / 60, stolen))
+            log.info("=== %s %s took %.0f s (CPU stolen by the hypervisor: %.1f %%)", name, kind, elapsed, stolen)
 
 
 @contextlib.contextmanager
