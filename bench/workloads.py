@@ -229,6 +229,9 @@ class Bench:
                 try:
                     name = f"big-{r}.bin"
                     shutil.copyfile(data, staging / name)
+                    # The peers read a file that is already on disk: do not make skynet's upload
+                    # compete with the writeback of the copy just made (1 GiB of dirty pages).
+                    os.sync()
                     mark = sk.mark()
                     t0 = time.time()
                     os.rename(staging / name, sk.watch / name)  # appears complete, as the peers see it
@@ -470,6 +473,7 @@ class Bench:
         staging = base / "staging"
         staging.mkdir()
         shutil.copyfile(data, staging / data.name)
+        os.sync()  # as for the large-file workload
         try:
             with SkynetRun(self.env, remote, base, settle_ms=0) as sk:
                 mark = sk.mark()
