@@ -28,7 +28,8 @@ from tests.faults.conftest import FaultReport
 from tests.fixtures.broker import PrivateBroker
 from tests.fixtures.common import wait_for
 from tests.fixtures.s3_server import S3Server, make_target
-from tests.fixtures.sftp_server import SftpTarget
+from tests.fixtures.sftp_server import SftpServer, SftpTarget
+from tests.fixtures.sftp_server import make_target as make_sftp_target
 from tests.fixtures.tcp_proxy import TcpProxy
 
 MiB = 1024 * 1024
@@ -295,9 +296,12 @@ def test_a_message_that_cannot_succeed_is_dead_lettered_with_its_reason_and_requ
 
 
 def test_sigterm_stops_an_uploader_promptly_and_its_transfer_is_resumed_by_another(
-    tmp_path: Path, amqp_url: str, sftp_target: SftpTarget, progress_tap: EventTap, report: FaultReport
+    tmp_path: Path, amqp_url: str, sftp_server: SftpServer, progress_tap: EventTap, report: FaultReport
 ) -> None:
-    stack = Stack(tmp_path, amqp_url, SftpRemote(sftp_target))
+    # A link of 16 MiB/s per connection, so the 256 MiB transfer (four streams) is still under way
+    # when the stop comes; on loopback it would be over in half a second.
+    link = TcpProxy(sftp_server.host, sftp_server.port, rate_bytes_s=16 * MiB).start()
+    stack = Stack(tmp_path, amqp_url, SftpRemote(make_sftp_target(sftp_server, via=link)))
     try:
         stack.start("watcher")
         first = stack.start("uploader", "uploader-first", SKYNET_STOP_GRACE_S="1")
@@ -323,3 +327,4 @@ def test_sigterm_stops_an_uploader_promptly_and_its_transfer_is_resumed_by_anoth
         assert "handing" in first.text(), "no log line says the transfer was handed back"
     finally:
         stack.stop_all()
+        link.close()

@@ -84,5 +84,6 @@ def test_a_large_sftp_upload_stays_in_bounded_memory(sftp_target: sftp_fx.SftpTa
     result = upload_in_child(sftp_target.target, sftp_target.settings, local)
     assert result["sent"] == LARGE_FILE_MIB * MiB
     assert result["rss_mib"] < RSS_LIMIT_MIB
-    assert result["progress_calls"] >= LARGE_FILE_MIB  # at least one per 1 MiB write chunk
+    # Several streams: progress follows the acknowledged prefix, at least every 16 MiB window.
+    assert result["progress_calls"] >= LARGE_FILE_MIB // 16
     assert (sftp_target.local_dir / "large" / "file.bin").stat().st_size == LARGE_FILE_MIB * MiB
