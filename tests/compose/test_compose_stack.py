@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.common import free_port, require, wait_for
+from tests.fixtures.common import free_ports, require, wait_for
 
 pytestmark = [pytest.mark.compose, pytest.mark.timeout(1800)]
 
@@ -156,18 +156,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     data = work / "data"
     data.mkdir()
     data.chmod(0o755)  # the services run as an unprivileged user
-    ports = {
-        name: str(free_port())
-        for name in (
-            "RABBITMQ_PORT",
-            "RABBITMQ_MANAGEMENT_PORT",
-            "POSTGRES_PORT",
-            "MINIO_PORT",
-            "MINIO_CONSOLE_PORT",
-            "SFTP_PORT",
-            "SKYNET_API_PORT",
-        )
-    }
+    names = (
+        "RABBITMQ_PORT",
+        "RABBITMQ_MANAGEMENT_PORT",
+        "POSTGRES_PORT",
+        "MINIO_PORT",
+        "MINIO_CONSOLE_PORT",
+        "SFTP_PORT",
+        "SKYNET_API_PORT",
+    )
+    ports = {name: str(port) for name, port in zip(names, free_ports(len(names)), strict=True)}
     env = {
         **ports,
         "SKYNET_DATA_DIR": str(data),
