@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
 import pika
 
-from skynet.common.topology import actions_queue
+from skynet.common.broker import Publisher
+from skynet.common.messages import encode_changed
+from skynet.common.topology import Topology, actions_queue
+from skynet.watcher.pump import OutboxPump
+from skynet.watcher.store import Store
 from tests.e2e.harness import EventTap, NoRemote, Stack
+from tests.fixtures.broker import queue_depth
 from tests.fixtures.common import wait_for
 
 
@@ -91,3 +97,42 @@ def test_only_a_file_that_has_to_wait_is_reported_waiting(tmp_path: Path, amqp_u
     finally:
         stack.stop_all()
         tap.stop()
+
+
+QUEUE = actions_queue("default")
+
+
+def _pump_with_files(tmp_path: Path, amqp_url: str, n: int, hold_s: float) -> tuple[OutboxPump, threading.Event]:
+    store = Store(tmp_path / "state")
+    store.record(actions=[(f"f{i}", encode_changed("default", f"f{i}", 1, 1, i)) for i in range(n)])
+    topology = Topology("default")
+    conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    topology.declare_actions(conn.channel())  # the queue exists before anything is published
+    conn.close()
+    publisher = Publisher(amqp_url, name="pump-test", declare=topology.declare_actions, batched=True)
+    pump = OutboxPump(store, publisher, "default", lambda _event: None, hold_s=hold_s)
+    scanning = threading.Event()
+    scanning.set()
+    pump.hold_during(scanning)
+    return pump.start(), scanning
+
+
+def test_the_outbox_waits_for_the_start_up_scan_then_drains(tmp_path: Path, amqp_url: str) -> None:
+    pump, scanning = _pump_with_files(tmp_path, amqp_url, 20, hold_s=30.0)
+    try:
+        time.sleep(1.5)
+        assert queue_depth(amqp_url, QUEUE) == 0, "published while the start-up scan was still running"
+        scanning.clear()  # the scan is done
+        wait_for(lambda: queue_depth(amqp_url, QUEUE) == 20, 10, what="the 20 actions published after the scan")
+    finally:
+        pump.stop()
+
+
+def test_a_scan_that_runs_long_holds_the_outbox_no_longer_than_its_limit(tmp_path: Path, amqp_url: str) -> None:
+    pump, _scanning = _pump_with_files(tmp_path, amqp_url, 20, hold_s=1.5)  # never cleared
+    try:
+        started = time.monotonic()
+        wait_for(lambda: queue_depth(amqp_url, QUEUE) == 20, 15, what="the 20 actions published despite the scan")
+        assert time.monotonic() - started >= 1.0, "the outbox did not wait for the scan at all"
+    finally:
+        pump.stop()

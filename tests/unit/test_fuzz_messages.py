@@ -13,7 +13,7 @@ from typing import Any
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from skynet.common.errors import InvalidMessage
+from skynet.common.errors import InvalidMessage, InvalidPath
 from skynet.common.messages import (
     FileEvent,
     Generation,
@@ -23,8 +23,9 @@ from skynet.common.messages import (
     decode_action,
     decode_event,
     encode,
+    encode_changed,
 )
-from skynet.common.paths import is_within, remote_join
+from skynet.common.paths import is_within, remote_join, validate_rel_path
 
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -121,3 +122,28 @@ def test_hostile_paths_in_otherwise_valid_actions_never_decode_to_a_path_outside
     except UnicodeEncodeError:
         return
     _decode_both(body)
+
+
+@FUZZ
+@given(
+    st.text(max_size=60) | st.sampled_from(['a "quoted" \\ name', "\u2028\u2029", "é/ü/\U0001f600", "x\x7fy"]),
+    st.integers(min_value=0, max_value=2**63 - 1),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.integers(min_value=0, max_value=2**64 - 1),
+)
+def test_the_scans_fast_encoder_writes_the_same_action_as_the_model(path: str, size: int, mtime: int, ino: int) -> None:
+    """encode_changed (no pydantic, for scans of many files) decodes to what encode(PathChanged) does."""
+    try:
+        validate_rel_path(path)
+    except InvalidPath:
+        return  # the walk never hands it such a path
+    fast = decode_action(encode_changed("src-1", path, size, mtime, ino))
+    model = PathChanged(
+        id=fast.id,
+        created_at=fast.created_at,
+        source="src-1",
+        path=path,
+        generation=Generation(size=size, mtime_ns=mtime, inode=ino),
+    )
+    assert fast == model
+    assert decode_action(encode(model)) == fast

@@ -15,7 +15,14 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from skynet.common.errors import InvalidPath
-from skynet.common.paths import is_within, local_path, rel_path_from_fs, remote_join, validate_rel_path
+from skynet.common.paths import (
+    is_within,
+    local_path,
+    plain_names,
+    rel_path_from_fs,
+    remote_join,
+    validate_rel_path,
+)
 from skynet.uploader.storage.config import BackendSettings
 from skynet.uploader.storage.local import LocalBackend
 from skynet.uploader.storage.s3 import S3Backend
@@ -156,3 +163,24 @@ def test_well_known_escapes_are_refused_by_every_backend(path: str) -> None:
     for mapping in (s3._key, sftp._remote, local._full):
         with pytest.raises(InvalidPath):
             mapping(path)
+
+
+names_in_a_folder = st.lists(
+    hostile_text.filter(lambda n: "/" not in n) | st.sampled_from(["a" * 63, "a" * 64, "é" * 128, "ok.txt"]),
+    max_size=8,
+)
+valid_parents = st.sampled_from(["", "a", "a/b", "d" * 200 + "/" + "e" * 200, "/".join(["f" * 250] * 16)])
+
+
+@FUZZ
+@given(valid_parents, names_in_a_folder)
+@example("", ["ok", "\udcff"])
+@example("", ["ok", "x\x00y"])
+@example("", ["ok", ".."])
+@example("a", ["é" * 128])
+def test_a_listing_passed_whole_holds_only_names_each_check_accepts(parent: str, names: list[str]) -> None:
+    """The walk's one check per folder never lets through a name the per-name check refuses."""
+    validate_rel_path(parent)
+    if plain_names(parent, names):
+        for name in names:
+            assert _accepted(f"{parent}/{name}" if parent else name), name

@@ -193,6 +193,24 @@ def encode(message: BaseModel) -> bytes:
     return message.model_dump_json(exclude_none=True).encode("utf-8")
 
 
+_json_str = json.JSONEncoder(ensure_ascii=False).encode  # same escapes as pydantic for a valid path
+
+
+def encode_changed(source: str, path: str, size: int, mtime_ns: int, inode: int) -> bytes:
+    """``encode(PathChanged(source=source, path=path, generation=Generation(...)))`` without pydantic.
+
+    For the watcher's scan, which finds every file of a tree on a first start: building and dumping
+    two models costs about 15 µs a file, this about 2. The caller guarantees what validation would
+    check: ``path`` passed :func:`~skynet.common.paths.validate_rel_path` and ``source`` the
+    settings' pattern. The bytes decode to the same message (tested against the model).
+    """
+    return (
+        f'{{"id":"{os.urandom(16).hex()}","source":{_json_str(source)},"created_at":{time.time()!r},'
+        f'"type":"action.changed.v1","path":{_json_str(path)},"is_dir":false,'
+        f'"generation":{{"size":{size:d},"mtime_ns":{mtime_ns:d},"inode":{inode:d}}},"force":false}}'
+    ).encode()
+
+
 def _load(body: bytes) -> dict[str, Any]:
     if len(body) > MAX_MESSAGE_BYTES:
         raise InvalidMessage(f"message is {len(body)} bytes (limit {MAX_MESSAGE_BYTES})")

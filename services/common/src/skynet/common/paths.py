@@ -63,6 +63,27 @@ def validate_child(parent: str, name: str) -> str:
     return rel
 
 
+def plain_names(parent: str, names: list[str]) -> bool:
+    """True when ``parent/name`` is a valid wire path for every name of a folder listing.
+
+    One check for the whole listing (``parent`` is a valid wire path): a walk then skips
+    :func:`validate_child` per entry. False does not mean a name is bad, only that each must be
+    checked on its own (a control character, a name that is not UTF-8, or one long enough to need
+    counting its bytes).
+    """
+    if not names:
+        return True
+    joined = "/".join(names)  # "/" cannot occur in a name the filesystem lists
+    if _CONTROL.search(joined) or "" in names or "." in names or ".." in names:
+        return False
+    try:
+        joined.encode("utf-8", errors="strict")
+    except UnicodeEncodeError:
+        return False
+    longest = max(map(len, names))  # at most 4 UTF-8 bytes per character
+    return longest * 4 <= MAX_COMPONENT_BYTES and (len(parent) + 1 + longest) * 4 <= MAX_PATH_BYTES
+
+
 def rel_path_from_fs(root: str, full: str) -> str:
     """Map an absolute filesystem path under ``root`` to a wire path (or raise InvalidPath).
 

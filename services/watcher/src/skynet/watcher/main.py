@@ -18,7 +18,7 @@ from skynet.common.messages import FileEvent, WorkerHeartbeat
 from skynet.common.settings import load_settings
 from skynet.common.topology import Topology
 from skynet.watcher.control import ControlListener
-from skynet.watcher.engine import Engine
+from skynet.watcher.engine import START_UP, Engine
 from skynet.watcher.observer import install_overflow_hook, start_observer
 from skynet.watcher.pump import OutboxPump
 from skynet.watcher.settings import WatcherSettings
@@ -42,6 +42,8 @@ def run(settings: WatcherSettings) -> None:
     )
     pump = OutboxPump(store, publisher, settings.source, emit, batch=settings.outbox_batch)
     engine = Engine(settings, store, emit, pump.wake)
+    engine.request_scan(START_UP)  # before the pump starts: it waits for this scan
+    pump.hold_during(engine.starting_scan)
     pump.start()
     install_overflow_hook(lambda: engine.request_scan("inotify queue overflow"))
     observer = start_observer(engine.root, settings.observer, settings.poll_interval_ms / 1000, engine.queue)
@@ -57,7 +59,6 @@ def run(settings: WatcherSettings) -> None:
     control = ControlListener(
         url, topology, name, lambda: engine.request_scan("requested"), engine.release_held, settings.amqp_ca_file
     ).start()
-    engine.request_scan("start-up")
     stop = threading.Event()
     started = time.time()
 
@@ -99,10 +100,9 @@ def run(settings: WatcherSettings) -> None:
         pump.stop()
         sink.close()
         observer.join(5)
+        left = store.pending_count()
         store.close()
-        log.info(
-            "watcher stopped; %d actions left in the outbox for next time", Store.pending_count(store) if False else 0
-        )
+        log.info("watcher stopped; %d actions left in the outbox for next time", left)
 
 
 def main() -> None:

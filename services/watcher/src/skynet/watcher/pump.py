@@ -3,12 +3,19 @@
 A row leaves the outbox only after the broker confirmed its message (the whole batch). While the
 broker is away the pump backs off (with jitter) and the outbox keeps growing; the watcher keeps
 watching.
+
+While the start-up scan runs, the pump waits (at most ``hold_s``): on a first start every file of
+the tree becomes an action, and publishing them (plus a "queued" event each) while the walk is
+still going would take the same CPU (one GIL) the scan needs. The scan finishes first, every change
+it found is safe in the outbox, and then the pump drains at full speed. A tree too large to scan
+within ``hold_s`` shares the CPU from then on, so uploads never wait long.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from skynet.common.broker import Outgoing, Publisher, backoff_delays
 from skynet.common.errors import BrokerUnavailable
@@ -21,8 +28,18 @@ log = logging.getLogger(__name__)
 
 
 class OutboxPump:
-    def __init__(self, store: Store, publisher: Publisher, source: str, emit: EmitFn, batch: int = 500) -> None:
+    def __init__(
+        self,
+        store: Store,
+        publisher: Publisher,
+        source: str,
+        emit: EmitFn,
+        batch: int = 500,
+        hold_s: float = 10.0,
+    ) -> None:
         self._store = store
+        self._scanning: threading.Event | None = None
+        self._hold_s = hold_s
         self._publisher = publisher
         self._source = source
         self._emit = emit
@@ -46,9 +63,23 @@ class OutboxPump:
         self.thread.join(timeout)
         self._publisher.close()
 
+    def hold_during(self, scanning: threading.Event) -> None:
+        """Wait (once, at most ``hold_s``) while ``scanning`` is set: the start-up scan's flag."""
+        self._scanning = scanning
+
+    def _hold_for_scan(self) -> None:
+        """Wait while the start-up scan runs, once and at most ``hold_s``."""
+        if self._scanning is None:
+            return
+        deadline = time.monotonic() + self._hold_s
+        while self._scanning.is_set() and not self._stop.is_set() and time.monotonic() < deadline:
+            self._stop.wait(0.02)
+        self._scanning = None
+
     def _run(self) -> None:
         delays = backoff_delays(0.5, 30.0)
         while True:
+            self._hold_for_scan()
             rows = self._store.pending(self._batch)
             if not rows:
                 if self._stop.is_set():

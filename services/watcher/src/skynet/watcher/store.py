@@ -38,6 +38,9 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 Action = PathChanged | PathMoved
+# An action for the outbox: a model, or the bytes of a file's PathChanged already encoded by
+# ``encode_changed`` (the scan's fast path).
+Pending = Action | bytes
 
 
 @dataclass(frozen=True)
@@ -90,13 +93,13 @@ class Store:
 
     def record(
         self,
-        actions: Iterable[tuple[str, Action]] = (),
-        index_set: Iterable[tuple[str, Generation]] = (),
+        actions: Iterable[tuple[str, Pending]] = (),
+        index_set: Iterable[tuple[str, int, int, int]] = (),
         index_drop: Iterable[str] = (),
         index_drop_under: Iterable[str] = (),
         index_moves: Iterable[tuple[str, str, bool]] = (),
     ) -> None:
-        """Apply outbox puts and index changes atomically."""
+        """Apply outbox puts and index changes (``(path, size, mtime_ns, inode)`` rows) atomically."""
         with self._lock:
             cur = self._db.cursor()
             cur.execute("BEGIN")
@@ -112,7 +115,7 @@ class Store:
                     cur.execute("DELETE FROM idx WHERE path = ?", (path,))
                 cur.executemany(
                     "INSERT OR REPLACE INTO idx (path, size, mtime_ns, inode) VALUES (?, ?, ?, ?)",
-                    [(path, gen.size, gen.mtime_ns, gen.inode) for path, gen in index_set],
+                    index_set if isinstance(index_set, list) else list(index_set),
                 )
                 self._put_all(cur, list(actions))
                 cur.execute("COMMIT")
@@ -120,7 +123,7 @@ class Store:
                 cur.execute("ROLLBACK")
                 raise
 
-    def _put_all(self, cur: sqlite3.Cursor, actions: list[tuple[str, Action]]) -> None:
+    def _put_all(self, cur: sqlite3.Cursor, actions: list[tuple[str, Pending]]) -> None:
         """Insert or replace the outbox row of each key; a pending move is never replaced by a
         plain change of its destination (the move still has to happen; its handler reconciles
         the destination afterwards). One lookup per 500 keys, one executemany for the writes."""
@@ -135,6 +138,10 @@ class Store:
                     moves.add(key)
         rows = []
         for key, action in actions:
+            if isinstance(action, bytes):  # a file's PathChanged, already encoded
+                if key not in moves:
+                    rows.append((key, next(self._seq), action))
+                continue
             if key in moves and isinstance(action, PathChanged) and not action.is_dir:
                 continue
             if isinstance(action, PathMoved):
