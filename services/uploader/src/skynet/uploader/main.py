@@ -183,8 +183,9 @@ def main() -> None:
         print(f"skynet-uploader: {exc}", file=sys.stderr)
         sys.exit(2)
     secrets = [settings.amqp_url.get_secret_value()]
-    if settings.sftp_password:
-        secrets.append(settings.sftp_password.get_secret_value())
+    for secret in (settings.sftp_password, settings.sftp_key_passphrase):
+        if secret:
+            secrets.append(secret.get_secret_value())
     # boto3 reads these itself; should one ever reach a message, it is scrubbed like ours.
     secrets += [os.environ.get(name, "") for name in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")]
     setup_logging(settings.log_level, settings.log_format, secrets=secrets)

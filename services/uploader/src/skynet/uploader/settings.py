@@ -26,6 +26,7 @@ class UploaderSettings(BrokerSettings):
     s3_verify: bool = True
     s3_checksum: Literal["crc32", "md5"] = "crc32"
     sftp_key_file: str | None = None
+    sftp_key_passphrase: SecretStr | None = None  # for an encrypted SKYNET_SFTP_KEY_FILE
     sftp_password: SecretStr | None = None
     sftp_known_hosts: str | None = None
     sftp_timeout_s: float = Field(default=20.0, gt=0)
@@ -69,6 +70,7 @@ class UploaderSettings(BrokerSettings):
             s3_verify=self.s3_verify,
             s3_checksum=self.s3_checksum,
             sftp_key_file=self.sftp_key_file,
+            sftp_key_passphrase=self.sftp_key_passphrase.get_secret_value() if self.sftp_key_passphrase else None,
             sftp_password=self.sftp_password.get_secret_value() if self.sftp_password else None,
             sftp_known_hosts=self.sftp_known_hosts,
             sftp_timeout_s=self.sftp_timeout_s,

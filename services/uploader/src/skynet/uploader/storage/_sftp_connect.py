@@ -53,13 +53,17 @@ def load_known_hosts(path: str | None) -> paramiko.HostKeys:
     return keys
 
 
-def load_private_key(path: str) -> paramiko.PKey:
+def load_private_key(path: str, passphrase: str | None = None) -> paramiko.PKey:
+    """The private key in ``path`` (OpenSSH or PEM; decrypted with ``passphrase`` if encrypted)."""
     try:
-        return paramiko.PKey.from_path(path)
+        return paramiko.PKey.from_path(path, passphrase.encode("utf-8") if passphrase else None)  # type: ignore[arg-type]
     except FileNotFoundError as exc:
         raise ConfigError(f"SKYNET_SFTP_KEY_FILE: {path} does not exist") from exc
+    except TypeError as exc:  # paramiko's way of saying "encrypted, and no passphrase given"
+        raise ConfigError(f"SKYNET_SFTP_KEY_FILE: {path} is encrypted; set SKYNET_SFTP_KEY_PASSPHRASE") from exc
     except (OSError, paramiko.SSHException, ValueError) as exc:
-        raise ConfigError(f"SKYNET_SFTP_KEY_FILE: cannot load {path}: {exc}") from exc
+        hint = " (is SKYNET_SFTP_KEY_PASSPHRASE right?)" if passphrase else ""
+        raise ConfigError(f"SKYNET_SFTP_KEY_FILE: cannot load {path}{hint}: {exc}") from exc
 
 
 def connect(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -16,7 +16,8 @@ class BackendSettings:
     s3_verify: bool = True
     s3_checksum: str = "crc32"  # "crc32" (x-amz-checksum-crc32) or "md5" (Content-MD5) on every body
     sftp_key_file: str | None = None
-    sftp_password: str | None = None
+    sftp_key_passphrase: str | None = field(default=None, repr=False)
+    sftp_password: str | None = field(default=None, repr=False)
     sftp_known_hosts: str | None = None
     sftp_timeout_s: float = 20.0
     sftp_streams: int = 4  # SFTP connections writing one file >= 64 MiB at once (1..16; see sftp.py)

@@ -374,7 +374,11 @@ class SftpBackend(Backend):
         self._base = (base[1:] if self._home_relative else base).strip("/")
         self._settings = settings
         self._known = _sftp_connect.load_known_hosts(settings.sftp_known_hosts)
-        self._pkey = _sftp_connect.load_private_key(settings.sftp_key_file) if settings.sftp_key_file else None
+        self._pkey = (
+            _sftp_connect.load_private_key(settings.sftp_key_file, settings.sftp_key_passphrase)
+            if settings.sftp_key_file
+            else None
+        )
         if self._pkey is None and settings.sftp_password is None:
             raise ConfigError("SFTP target needs SKYNET_SFTP_KEY_FILE or SKYNET_SFTP_PASSWORD")
         self._transport: paramiko.Transport | None = None
