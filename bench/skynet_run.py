@@ -53,7 +53,8 @@ class SkynetRun:
         )
         self.replicas = replicas if uploader else 0
         self.concurrency = concurrency
-        self.tap = EventTap(env.amqp_url, keys=("file.#",))
+        # Only what wait_done reads: the bench's own observer should not add to the load it measures.
+        self.tap = EventTap(env.amqp_url, keys=("file.done.v1", "file.failed.v1", "file.dead.v1"))
         self.watcher: Proc | None = None
         self.uploaders: list[Proc] = []
 

@@ -6,6 +6,7 @@ No I/O here. A wire path is relative to the watched folder, uses ``/`` separator
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 import re
@@ -89,6 +90,11 @@ def rel_path_from_fs(root: str, full: str) -> str:
 
     Names that are not valid UTF-8 (surrogate-escaped by Python) are refused, never mangled.
     """
+    if os.sep == "/" and full.startswith(root) and full[len(root) : len(root) + 1] == "/" and root[-1:] != "/":
+        # The common case (a path the observer built from ``root``): no normalisation needed when
+        # the rest is already a clean wire path. Anything else takes the slower path below.
+        with contextlib.suppress(InvalidPath):
+            return validate_rel_path(full[len(root) + 1 :])
     rel = os.path.relpath(full, root)
     if rel == ".":
         return ""
