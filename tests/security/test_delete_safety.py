@@ -128,3 +128,23 @@ def test_a_watcher_restarted_while_its_share_is_not_mounted_deletes_nothing_unti
     (stack.watch / "new.txt").write_text("the new folder is watched")
     stack.wait_mirror(30)
     assert_all_alive(stack)
+
+
+def test_a_held_delete_is_reported_once_however_many_rescans_find_the_file_missing(
+    stack: Stack, remote: RemoteView, tap: EventTap, amqp_url: str
+) -> None:
+    threshold = 5
+    stack.start(
+        "watcher", SKYNET_DELETE_THRESHOLD=str(threshold), SKYNET_DELETE_WINDOW_S="60", SKYNET_RESCAN_INTERVAL_S="1"
+    )
+    stack.start("uploader", "uploader-a")
+    fill(stack)
+    for i in range(FILES):
+        (stack.watch / f"folder-{i % 4}" / f"file-{i}.txt").unlink()
+    wait_for(lambda: len(tap.of("held")) >= FILES - threshold, 30, what="the held events")
+    time.sleep(5)  # five periodic rescans find the same files still missing
+    held = [str(e["path"]) for e in tap.of("held")]
+    assert len(held) == len(set(held)), f"{len(held) - len(set(held))} held deletes were reported again"
+    release(amqp_url)
+    stack.wait_mirror(60)
+    assert remote.snapshot() == {}, "the released deletes were applied"

@@ -243,3 +243,25 @@ def test_a_file_that_disappears_between_its_event_and_its_upload_is_skipped_and_
     if when == "before the upload":
         assert "vanished" in wait_refusal(tap, "ghost.bin", "vanished")
     assert_all_alive(stack)
+
+
+def test_a_refused_name_and_a_skipped_link_are_reported_once_not_at_every_write_or_rescan(
+    stack: Stack, remote: RemoteView, tap: EventTap
+) -> None:
+    stack.start("watcher", SKYNET_RESCAN_INTERVAL_S="1")
+    stack.start("uploader", "uploader-a")
+    w = stack.watch
+    bad = write_bytes_name(w, b"caf\xe9.txt", b"v1")
+    os.symlink("/etc/passwd", w / "link")
+    wait_refusal(tap, shown(bad), "not valid UTF-8")
+    for _ in range(5):  # each write to the refused file is another inotify event for it
+        with open(bytes(w) + b"/caf\xe9.txt", "ab") as f:
+            f.write(b" more")
+        time.sleep(0.3)
+    (w / "good.txt").write_text("still arrives")
+    stack.wait_mirror(60, exclude=frozenset({bad, "link"}))
+    time.sleep(4)  # four periodic rescans find both again
+    refusals = [e for state in ("failed", "skipped") for e in tap.of(state, shown(bad))]
+    assert len(refusals) == 1, [e.get("reason") for e in refusals]
+    assert len(tap.of("skipped", "link")) == 1, tap.of("skipped", "link")
+    assert_all_alive(stack)

@@ -40,6 +40,7 @@ QUIET_ENOUGH_NS = 60 * 1_000_000_000  # a file found by a scan, unmodified this 
 WAITING_AFTER_S = 0.05
 SCAN_BATCH = 5000  # files a scan hands the gate at a time
 START_UP = "start-up"  # the reason given to the scan a watcher starts with
+MAX_REMEMBERED_REPORTS = 10_000  # refused or skipped paths remembered so that each is reported once
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,11 @@ class Engine:
         self.on_root_changed: Callable[[], None] | None = None  # re-arms the observer on a new root
         self._delete_times: deque[float] = deque()
         self._held_reported: set[str] = set()
+        # Paths whose delete is held (and was reported once): a rescan that finds them still
+        # missing leaves them held, without a new event, until an admin releases them.
+        self._held_paths: set[str] = {path for path, _action, _reason in store.held()}
+        self._reported: dict[str, str] = {}  # path → why it was refused or skipped (reported once)
+        self._reported_lock = threading.Lock()
         self._scanning = False
         # Set while the start-up scan runs: the outbox pump waits for it (see pump.py).
         self.starting_scan = threading.Event()
@@ -182,8 +188,10 @@ class Engine:
             rel = rel_path_from_fs(self.root, full)
         except InvalidPath as exc:
             shown = full.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-            log.warning("refusing %r: %s", shown, exc.reason)
-            self._emit("failed", os.path.relpath(shown, self.root).replace(os.sep, "/"), reason=exc.reason)
+            rel_shown = os.path.relpath(shown, self.root).replace(os.sep, "/")
+            if self._first_report(rel_shown, exc.reason):
+                log.warning("refusing %r: %s", shown, exc.reason)
+                self._emit("failed", rel_shown, reason=exc.reason)
             return None
         if rel == "" or self.rules.ignored(rel):
             return None
@@ -384,6 +392,9 @@ class Engine:
     def _changed(self, rel: str, gen: GenTuple) -> None:
         """Queue the action for a file found changed (``rel`` is a validated path)."""
         self.index[rel] = gen
+        if self._reported:
+            with self._reported_lock:
+                self._reported.pop(rel, None)
         self._pending_actions.append((rel, encode_changed(self.source, rel, *gen)))
         self._pending_index_set.append((rel, *gen))
 
@@ -450,6 +461,8 @@ class Engine:
 
     def _deletes_allowed(self, count: int, rel: str) -> bool:
         """False (and the delete is held and reported) when a safety rule trips."""
+        if rel in self._held_paths:
+            return False  # held already, and reported: it waits for an admin
         reason = None
         if not self.root_ok():
             reason = "watched folder is gone, unmounted or replaced"
@@ -465,6 +478,7 @@ class Engine:
                 )
         if reason is None:
             return True
+        self._held_paths.add(rel)
         if self.mirror:
             is_dir = count > 1 or any(p.startswith(rel + "/") for p in self.index)
             # force: published only when an admin releases it, so the uploaders apply it even
@@ -487,6 +501,7 @@ class Engine:
                 self.store.record(index_drop=[path])
         self._delete_times.clear()
         self._held_reported.clear()
+        self._held_paths.clear()
         old_root, self._root_id = self._root_id, self._root_identity()
         if self._root_id is not None:
             self.store.set_meta(ROOT_IDENTITY_KEY, f"{self._root_id[0]}:{self._root_id[1]}")
@@ -592,8 +607,26 @@ class Engine:
     # ------------------------------------------------------------------ events
 
     def _skip(self, rel: str, reason: str) -> None:
-        log.warning("skipping %r: %s", rel, reason)
-        self._emit("skipped", rel, reason=reason)
+        if self._first_report(rel, reason):
+            log.warning("skipping %r: %s", rel, reason)
+            self._emit("skipped", rel, reason=reason)
+
+    def _first_report(self, rel: str, reason: str) -> bool:
+        """True the first time ``rel`` is refused or skipped for ``reason``.
+
+        A name that cannot be mapped, a symlink or a FIFO stays what it is: each write to it and
+        each periodic rescan would otherwise report it again. Once the path holds a file that is
+        published (:meth:`_changed`), a later refusal is news again. Called by the gate and the
+        scan thread; the memory is bounded (the oldest reports are forgotten first).
+        """
+        with self._reported_lock:
+            if self._reported.get(rel) == reason:
+                return False
+            self._reported.pop(rel, None)
+            self._reported[rel] = reason
+            if len(self._reported) > MAX_REMEMBERED_REPORTS:
+                del self._reported[next(iter(self._reported))]
+            return True
 
     def _emit(self, state: FileState, rel: str, **fields: object) -> None:
         try:
