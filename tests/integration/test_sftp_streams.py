@@ -17,6 +17,7 @@ import pytest
 
 from skynet.common.errors import RemoteUnavailable
 from skynet.common.messages import Generation
+from skynet.uploader.storage import _sftp_pipeline as sftp_pipeline
 from skynet.uploader.storage import sftp as sftp_mod
 from skynet.uploader.storage.config import BackendSettings
 from skynet.uploader.storage.sftp import SftpBackend, open_backend
@@ -36,7 +37,7 @@ class Interrupted(Exception):
 def small_limits(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sftp_mod, "PARALLEL_MIN_BYTES", 8 * MiB)
     monkeypatch.setattr(sftp_mod, "STREAM_WINDOW", WINDOW)
-    monkeypatch.setattr(sftp_mod, "STREAM_PIPELINE", 2)
+    monkeypatch.setattr(sftp_pipeline, "STREAM_PIPELINE", 2)
     monkeypatch.setattr(sftp_mod, "RESUME_MARGIN", WINDOW * sftp_mod.WRITE_CHUNK)
 
 
