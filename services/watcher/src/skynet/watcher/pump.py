@@ -19,12 +19,14 @@ import time
 
 from skynet.common.broker import Outgoing, Publisher, backoff_delays
 from skynet.common.errors import BrokerUnavailable
-from skynet.common.messages import FileEvent
+from skynet.common.messages import FileEvent, PathMoved
 from skynet.common.topology import ACTIONS_EXCHANGE
 from skynet.watcher.engine import EmitFn
 from skynet.watcher.store import OutboxRow, Store
 
 log = logging.getLogger(__name__)
+
+_MOVED: str = PathMoved.model_fields["type"].default  # "action.moved.v1"
 
 
 class OutboxPump:
@@ -125,7 +127,7 @@ class OutboxPump:
 
     def _queued(self, row: OutboxRow) -> None:
         f = row.fields
-        if f["type"] == "action.moved.v1":
+        if f["type"] == _MOVED:
             event = FileEvent.make("queued", source=self._source, path=f["dst"], src=f["src"], action_id=f["id"])
         else:
             size = (f.get("generation") or {}).get("size")
