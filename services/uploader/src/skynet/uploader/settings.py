@@ -30,7 +30,7 @@ class UploaderSettings(BrokerSettings):
     sftp_password: SecretStr | None = None
     sftp_known_hosts: str | None = None
     sftp_timeout_s: float = Field(default=20.0, gt=0)
-    sftp_streams: int = Field(default=4, ge=1, le=16)  # sftp.MAX_STREAMS: the resume margin covers 16
+    sftp_streams: int = Field(default=2, ge=1, le=16)  # sftp.MAX_STREAMS: the resume margin covers 16
     progress_interval_s: float = Field(default=0.5, gt=0)
     max_file_size: int = Field(default=0, ge=0)  # bytes; larger files are refused (0 = no limit of our own)
     heartbeat_interval_s: float = Field(default=5.0, gt=0)

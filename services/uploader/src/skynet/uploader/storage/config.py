@@ -20,4 +20,4 @@ class BackendSettings:
     sftp_password: str | None = field(default=None, repr=False)
     sftp_known_hosts: str | None = None
     sftp_timeout_s: float = 20.0
-    sftp_streams: int = 4  # SFTP connections writing one file >= 64 MiB at once (1..16; see sftp.py)
+    sftp_streams: int = 2  # SFTP connections writing one file >= 64 MiB at once (1..16; see sftp.py)
