@@ -12,6 +12,7 @@ import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -563,3 +564,31 @@ def test_s3_delete_also_aborts_an_upload_left_open(s3_target: s3_fx.S3Target, tm
 
     assert t.client.list_multipart_uploads(Bucket=t.bucket).get("Uploads", []) == []
     assert t.client.list_objects_v2(Bucket=t.bucket).get("Contents", []) == []
+
+
+def test_s3_sends_a_small_body_at_once_and_asks_before_sending_a_large_part(
+    s3_target: s3_fx.S3Target, tmp_path: Path
+) -> None:
+    """A small PUT costs one round trip, not two: no ``Expect: 100-continue`` under 2 MiB.
+
+    A part of 8 MiB still asks first (the server may refuse it before all of it is sent).
+    The headers are read as botocore sends them, to the real moto server.
+    """
+    from skynet.uploader.storage.s3 import open_backend
+
+    backend = open_backend(s3_target.target, s3_target.settings)
+    sent: list[tuple[str, int, str | None]] = []
+
+    def record(request: Any, **_: Any) -> None:
+        expect = request.headers.get("Expect")
+        length = int(request.headers.get("Content-Length") or 0)
+        sent.append((request.method, length, expect.decode() if isinstance(expect, bytes) else expect))
+
+    backend.client.meta.events.register("before-send.s3", record)
+    put(backend, "small", tmp_path / "small", os.urandom(64 * 1024))
+    put(backend, "big", tmp_path / "big", os.urandom(BIG))
+    bodies = [(length, expect) for method, length, expect in sent if method == "PUT" and length > 0]
+    small = [expect for length, expect in bodies if length < 2 * 1024 * 1024]
+    large = [expect for length, expect in bodies if length >= 2 * 1024 * 1024]
+    assert small and all(e is None for e in small), bodies
+    assert large and all(e == "100-continue" for e in large), bodies
