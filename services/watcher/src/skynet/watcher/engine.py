@@ -60,9 +60,8 @@ class ScanDone:
     reason: str
     under: str
     seen: frozenset[str]
-    started: float
-    count: int = 0
-    walk_started: float = 0.0  # time.monotonic() when the walk began
+    count: int
+    started: float  # time.monotonic() when the walk began
 
 
 @dataclass(frozen=True)
@@ -524,11 +523,10 @@ class Engine:
             return
         if req.under == "":
             self._scanning = True
-        started = self.clock()
-        thread = threading.Thread(target=self._scan_thread, args=(req, started), name="scan", daemon=True)
+        thread = threading.Thread(target=self._scan_thread, args=(req,), name="scan", daemon=True)
         thread.start()
 
-    def _scan_thread(self, req: ScanRequest, started: float) -> None:
+    def _scan_thread(self, req: ScanRequest) -> None:
         t0 = time.monotonic()
         seen: set[str] = set()
         batch: list[tuple[str, GenTuple]] = []
@@ -546,7 +544,7 @@ class Engine:
                 batch = []
         if batch:
             self._hand_over(ScanBatch(batch))
-        self.queue.put(ScanDone(req.reason, req.under, frozenset(seen), started, count, t0))
+        self.queue.put(ScanDone(req.reason, req.under, frozenset(seen), count, t0))
         log.debug("walk of %r (%s) found %d files in %.2fs", req.under or "/", req.reason, count, time.monotonic() - t0)
 
     def _hand_over(self, batch: ScanBatch) -> None:
@@ -602,7 +600,7 @@ class Engine:
             done.reason,
             done.under or "/",
             done.count,
-            time.monotonic() - done.walk_started,
+            time.monotonic() - done.started,
         )
         if done.reason == START_UP and not done.under:
             self.starting_scan.clear()

@@ -115,7 +115,7 @@ class Store:
                     cur.execute("DELETE FROM idx WHERE path = ?", (path,))
                 cur.executemany(
                     "INSERT OR REPLACE INTO idx (path, size, mtime_ns, inode) VALUES (?, ?, ?, ?)",
-                    index_set if isinstance(index_set, list) else list(index_set),
+                    index_set,
                 )
                 self._put_all(cur, list(actions))
                 cur.execute("COMMIT")
