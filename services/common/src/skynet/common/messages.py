@@ -200,7 +200,7 @@ def encode_changed(source: str, path: str, size: int, mtime_ns: int, inode: int)
     """``encode(PathChanged(source=source, path=path, generation=Generation(...)))`` without pydantic.
 
     For the watcher's scan, which finds every file of a tree on a first start: building and dumping
-    two models costs about 15 µs a file, this about 2. The caller guarantees what validation would
+    two models costs about 15 µs a file, this about 4 (measured). The caller guarantees what validation would
     check: ``path`` passed :func:`~skynet.common.paths.validate_rel_path` and ``source`` the
     settings' pattern. The bytes decode to the same message (tested against the model).
     """

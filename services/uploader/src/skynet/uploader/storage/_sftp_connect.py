@@ -56,6 +56,7 @@ def load_known_hosts(path: str | None) -> paramiko.HostKeys:
 def load_private_key(path: str, passphrase: str | None = None) -> paramiko.PKey:
     """The private key in ``path`` (OpenSSH or PEM; decrypted with ``passphrase`` if encrypted)."""
     try:
+        # paramiko types the passphrase as str but decrypts only with bytes ("password must be bytes")
         return paramiko.PKey.from_path(path, passphrase.encode("utf-8") if passphrase else None)  # type: ignore[arg-type]
     except FileNotFoundError as exc:
         raise ConfigError(f"SKYNET_SFTP_KEY_FILE: {path} does not exist") from exc
