@@ -86,7 +86,7 @@ def test_a_file_journey_is_stored_once_and_an_older_event_never_overwrites_a_new
     proc = start_notifier(amqp_url, pg_url, str(tmp_path / "notifier.log"))
     try:
         wait_for(lambda: scalar(pg_url, "SELECT count(*) FROM events") == 5 if _has_schema(pg_url) else False, 30)
-        wait_for(lambda: scalar(pg_url, "SELECT count(*) FROM workers") == 1, 10)
+        wait_for(lambda: scalar(pg_url, "SELECT count(*) FROM workers WHERE role = 'uploader'") == 1, 10)
         state, size, done, checksum, remote = rows(
             pg_url, "SELECT state, size, bytes_done, checksum, remote FROM files WHERE path = 'a/b.txt'"
         )[0]
@@ -95,6 +95,31 @@ def test_a_file_journey_is_stored_once_and_an_older_event_never_overwrites_a_new
         counts_match(pg_url)
     finally:
         assert stop_process(proc) == 0
+
+
+def test_the_notifier_keeps_its_own_worker_row_fresh_and_counts_the_events_it_stored(
+    amqp_url: str, pg_url: str, tmp_path: Path
+) -> None:
+    proc = start_notifier(
+        amqp_url,
+        pg_url,
+        str(tmp_path / "notifier.log"),
+        SKYNET_WORKER_ID="notifier-7",
+        SKYNET_HEARTBEAT_INTERVAL_S="0.3",
+    )
+    sql = "SELECT role, files_done, capacity, last_seen FROM workers WHERE worker = 'notifier-7'"
+    try:
+        wait_for(lambda: _has_schema(pg_url) and bool(rows(pg_url, sql)), 30, what="the notifier's own worker row")
+        role, _done, capacity, first_seen = rows(pg_url, sql)[0]
+        assert (role, capacity) == ("notifier", 2000)
+        publish(amqp_url, journey("n/one.txt", time.time() - 10))
+        wait_for(lambda: rows(pg_url, sql)[0][1] == 4, 15, what="files_done = the 4 events stored")
+        assert rows(pg_url, sql)[0][3] > first_seen  # still beating
+    finally:
+        assert stop_process(proc) == 0
+    last_seen = rows(pg_url, sql)[0][3]
+    time.sleep(1.0)
+    assert rows(pg_url, sql)[0][3] == last_seen  # a stopped notifier goes stale
 
 
 def _has_schema(url: str) -> bool:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -28,6 +29,7 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 
 from skynet.common.broker import connect, reconnect_forever, redact_url
 from skynet.common.errors import BrokerUnavailable
+from skynet.common.messages import WorkerHeartbeat
 from skynet.common.topology import EVENTS_DEAD_QUEUE, EVENTS_QUEUE, HEADER_REASON, PROGRESS_QUEUE, Topology
 from skynet.notifier.settings import NotifierSettings
 from skynet.notifier.store import EventsRejected, EventStore, StoreUnavailable
@@ -51,7 +53,11 @@ class BatchConsumer:
         self._stop = threading.Event()
         self._pending: list[Pending] = []
         self._next_prune = time.monotonic() + 5.0
-        self._writer = BatchWriter(store, self._stop, self._maybe_prune)
+        self._started = time.time()
+        self._host = socket.gethostname()
+        self._writer = BatchWriter(
+            store, self._stop, self._maybe_prune, self._heartbeat, beat_interval_s=settings.heartbeat_interval_s
+        )
 
     @property
     def stored(self) -> int:
@@ -64,6 +70,19 @@ class BatchConsumer:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _heartbeat(self) -> WorkerHeartbeat:
+        """The notifier's row in ``workers``: batches in hand of the size it stores, events stored."""
+        return WorkerHeartbeat(
+            source=self._settings.source,
+            worker=self._settings.worker_id,
+            role="notifier",
+            active=self._writer.outstanding,
+            capacity=self._batch,
+            files_done=self._writer.stored,
+            host=self._host,
+            started_at=self._started,
+        )
 
     @property
     def stopping(self) -> bool:

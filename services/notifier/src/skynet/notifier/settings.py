@@ -16,6 +16,7 @@ class NotifierSettings(BrokerSettings):
     batch_size: int = Field(default=2000, ge=1, le=10_000)
     batch_latency_ms: int = Field(default=200, ge=1, le=60_000)
     prune_interval_s: float = Field(default=300.0, gt=0)
+    heartbeat_interval_s: float = Field(default=5.0, gt=0)
 
     @field_validator("database_url")
     @classmethod

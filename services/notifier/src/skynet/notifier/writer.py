@@ -10,6 +10,9 @@ Postgres away: the writer retries the same batch with backoff; the broker thread
 handed more once one batch waits (``handover`` blocks, servicing heartbeats), and the broker's
 prefetch bounds what sits in memory. On stop while Postgres is away the batch is dropped unacked:
 it stays in the queue for the next run.
+
+The writer also keeps the notifier's own row in ``workers`` fresh (its heartbeat), straight into
+Postgres between batches: a notifier that stops storing events shows as stale in ``/v1/workers``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -49,10 +53,20 @@ class _Job:
 class BatchWriter:
     """One thread, one database connection, batches stored strictly in hand-over order."""
 
-    def __init__(self, store: EventStore, stop: threading.Event, between: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        store: EventStore,
+        stop: threading.Event,
+        between: Callable[[], None],
+        beat: Callable[[], WorkerHeartbeat] | None = None,
+        beat_interval_s: float = 5.0,
+    ) -> None:
         self._store = store
         self._stop = stop
         self._between = between  # housekeeping on the database thread (pruning), between batches
+        self._beat = beat
+        self._beat_interval = beat_interval_s
+        self._next_beat = 0.0
         self._jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=1)
         self._lock = threading.Lock()
         self._outstanding = 0
@@ -93,7 +107,7 @@ class BatchWriter:
             try:
                 job = self._jobs.get(timeout=1.0)
             except queue.Empty:
-                self._between()
+                self._housekeeping()
                 continue
             if job is None:
                 return
@@ -107,7 +121,23 @@ class BatchWriter:
             finally:
                 with self._lock:
                     self._outstanding -= 1
-            self._between()
+            self._housekeeping()
+
+    @property
+    def outstanding(self) -> int:
+        """Batches handed over and not yet settled."""
+        with self._lock:
+            return self._outstanding
+
+    def _housekeeping(self) -> None:
+        self._between()
+        if self._beat is None or time.monotonic() < self._next_beat:
+            return
+        self._next_beat = time.monotonic() + self._beat_interval
+        try:
+            self._store.store([self._beat()])
+        except (StoreUnavailable, EventsRejected) as exc:
+            log.debug("notifier heartbeat not stored: %s", exc.reason)
 
     def _store_with_retry(self, chunk: list[Pending]) -> list[tuple[Pending, str]]:
         decoded: list[tuple[Pending, FileEvent | WorkerHeartbeat]] = []
