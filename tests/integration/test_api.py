@@ -120,6 +120,38 @@ def test_status_counts_files_per_state_and_reports_the_oldest_pending_file(
     assert st["queues"] is None  # no broker configured
 
 
+def test_status_of_one_source_counts_only_its_files_uploads_and_workers(
+    client: TestClient, migrated_pg_url: str
+) -> None:
+    seed_files(migrated_pg_url)
+    store(
+        migrated_pg_url,
+        [
+            FileEvent.make("done", source="alpha", path="now.bin", size=7),
+            WorkerHeartbeat(source="alpha", worker="up-a", role="uploader"),
+            WorkerHeartbeat(source="beta", worker="up-b", role="uploader"),
+            WorkerHeartbeat(source="beta", worker="watch-b", role="watcher"),
+            WorkerHeartbeat(source="default", worker="notif", role="notifier"),
+        ],
+    )
+    beta = client.get("/v1/status", params={"source": "beta"}, headers=H_READ).json()
+    assert beta["files"] == {"done": 3, "queued": 3, "started": 3, "failed": 2, "dead": 2}
+    assert beta["files_total"] == 13 and set(beta["sources"]) == {"beta"}
+    assert beta["done_last_minute"] == {"files": 0, "bytes": 0}  # the recent one is alpha's
+    assert beta["oldest_pending"]["path"] == "dir2/file002.bin"
+    assert beta["active_transfers"] == 3
+    assert beta["workers_alive"] == 3  # its uploader and watcher, and the notifier that serves all
+    alpha = client.get("/v1/status", params={"source": "alpha"}, headers=H_READ).json()
+    assert alpha["files_total"] == 13 and alpha["done_last_minute"] == {"files": 1, "bytes": 7}
+    assert alpha["oldest_pending"]["path"] == "dir1/file001.bin" and alpha["workers_alive"] == 2
+    everyone = client.get("/v1/status", headers=H_READ).json()
+    assert everyone["files_total"] == 26 and everyone["workers_alive"] == 4
+    nobody = client.get("/v1/status", params={"source": "gamma"}, headers=H_READ).json()
+    assert nobody["files_total"] == 0 and nobody["oldest_pending"] is None and nobody["sources"] == {}
+    bad = client.get("/v1/status", params={"source": "../x"}, headers=H_READ)
+    assert bad.status_code == 422
+
+
 def test_failures_list_failed_and_dead_files_newest_first_with_their_reason(
     client: TestClient, migrated_pg_url: str
 ) -> None:
@@ -238,6 +270,9 @@ def test_status_shows_queue_depths_and_admin_actions_reach_the_broker(amqp_url: 
     with TestClient(create_app(settings)) as c:
         st = c.get("/v1/status", headers=H_READ).json()
         assert st["queues"][dead_queue("cam")] == 2 and st["dead_letters"] == 2
+        other = c.get("/v1/status", params={"source": "dog"}, headers=H_READ).json()
+        assert dead_queue("cam") not in other["queues"] and other["dead_letters"] == 0
+        assert dead_queue("dog") in other["queues"]
         assert c.get("/readyz").json()["checks"]["broker"]["ok"] is True
         assert c.post("/v1/admin/requeue-dead", json={"source": "cam"}, headers=H_READ).status_code == 403
         moved = c.post("/v1/admin/requeue-dead", json={"source": "cam"}, headers=H_ADMIN)
@@ -362,6 +397,16 @@ def test_a_file_journey_reaches_the_file_view_the_event_stream_and_failures(
         )
         assert cli.returncode == 0, cli.stderr
         assert "done" in cli.stdout and "failed" in cli.stdout and DB_PASSWORD not in cli.stdout
+        for source, total in (("default", 2), ("elsewhere", 0)):
+            one = subprocess.run(
+                [sys.executable, "-m", "skynet.api.cli", "status", "--json", "--source", source],
+                env={"SKYNET_DATABASE_URL": db_url, "PATH": "/usr/bin:/bin"},
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert one.returncode == 0, one.stderr
+            assert json.loads(one.stdout)["status"]["files_total"] == total
     finally:
         stop_process(api)
         stop_process(notifier)

@@ -72,13 +72,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         raise SystemExit("skynet: SKYNET_DATABASE_URL must be a postgresql:// URL")
     db = Database(url, pool_size=1)
     try:
-        st = db.run(queries.status)
-        transfers = db.run(queries.active_transfers)
+        st = db.run(queries.status, source=args.source)
+        transfers = db.run(queries.active_transfers, source=args.source)
     finally:
         db.close()
     amqp = _env("SKYNET_AMQP_URL", required=False)
     if amqp:
-        depths, error = QueueMonitor(amqp, 0).depths(st.sources)
+        depths, error = QueueMonitor(amqp, 0).depths([args.source] if args.source else st.sources)
         update = {"queues": depths, "broker_error": error, "dead_letters": dead_letters(depths) if depths else None}
         st = st.model_copy(update=update)
     if args.json:
@@ -126,6 +126,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("status", help="files per state, throughput, queues and active transfers")
     s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.add_argument("--source", type=_source, default=None, help="only this source")
     s.set_defaults(fn=cmd_status)
     r = sub.add_parser("requeue-dead", help="move a source's dead-letter messages back to work")
     r.add_argument("--source", required=True, type=_source)

@@ -279,32 +279,41 @@ def list_workers(cur: Any, stale_s: float) -> list[Worker]:
 # ---------------------------------------------------------------------------- status
 
 
-def file_counts(cur: Any) -> dict[str, dict[str, int]]:
-    cur.execute("SELECT source, state, n FROM file_counts WHERE n <> 0 ORDER BY source, state")
+def file_counts(cur: Any, source: str | None = None) -> dict[str, dict[str, int]]:
+    cur.execute(
+        "SELECT source, state, n FROM file_counts WHERE n <> 0 AND (%(s)s::text IS NULL OR source = %(s)s)"
+        " ORDER BY source, state",
+        {"s": source},
+    )
     out: dict[str, dict[str, int]] = {}
-    for source, state, n in cur.fetchall():
-        out.setdefault(source, {})[state] = int(n)
+    for src, state, n in cur.fetchall():
+        out.setdefault(src, {})[state] = int(n)
     return out
 
 
-def status(cur: Any, *, worker_stale_s: float = 30.0) -> Status:
-    per_source = file_counts(cur)
+def status(cur: Any, *, worker_stale_s: float = 30.0, source: str | None = None) -> Status:
+    """The whole picture, or one source's: its files, its uploads, its workers (and the notifiers)."""
+    per_source = file_counts(cur, source)
     totals: dict[str, int] = {}
     for states in per_source.values():
         for state, n in states.items():
             totals[state] = totals.get(state, 0) + n
+    # psycopg2 inlines the parameters, so with no source the planner folds "NULL IS NULL" away.
     cur.execute(
         "SELECT count(*), COALESCE(sum(size), 0)::bigint FROM files"
         " WHERE state = 'done' AND state_at > now() - interval '60 seconds'"
+        " AND (%(s)s::text IS NULL OR source = %(s)s)",
+        {"s": source},
     )
     files_min, bytes_min = cur.fetchone()
     cur.execute(
         "SELECT f.source, f.path, f.state, f.state_at, extract(epoch FROM now() - f.state_at)"
-        " FROM unnest(%s::text[]) AS s(state),"
+        " FROM unnest(%(states)s::text[]) AS s(state),"
         " LATERAL (SELECT source, path, state, state_at FROM files"
-        "          WHERE files.state = s.state ORDER BY state_at LIMIT 1) f"
+        "          WHERE files.state = s.state AND (%(s)s::text IS NULL OR files.source = %(s)s)"
+        "          ORDER BY state_at LIMIT 1) f"
         " ORDER BY f.state_at LIMIT 1",
-        (list(PENDING_STATES),),
+        {"states": list(PENDING_STATES), "s": source},
     )
     row = cur.fetchone()
     oldest = (
@@ -312,7 +321,12 @@ def status(cur: Any, *, worker_stale_s: float = 30.0) -> Status:
         if row
         else None
     )
-    cur.execute("SELECT count(*) FROM workers WHERE last_seen > now() - make_interval(secs => %s)", (worker_stale_s,))
+    # The notifier serves every source, so it counts in each one's picture.
+    cur.execute(
+        "SELECT count(*) FROM workers WHERE last_seen > now() - make_interval(secs => %(stale)s)"
+        " AND (%(s)s::text IS NULL OR source = %(s)s OR role = 'notifier')",
+        {"stale": worker_stale_s, "s": source},
+    )
     alive = int(cur.fetchone()[0])
     return Status(
         generated_at=datetime.now(UTC),

@@ -50,13 +50,14 @@ def _settings(request: Request) -> ApiSettings:
 DbDep = Annotated[Database, Depends(_db_dep)]
 
 
-def full_status(request: Request) -> Status:
+def full_status(request: Request, source: str | None = None) -> Status:
+    """Every source's picture, or only ``source``'s (its queues, plus the shared event queues)."""
     db = _db(request)
     settings = _settings(request)
-    st = db.run(queries.status, worker_stale_s=settings.api_worker_stale_s)
+    st = db.run(queries.status, worker_stale_s=settings.api_worker_stale_s, source=source)
     monitor: QueueMonitor | None = request.app.state.queues
     if monitor is not None:
-        sources = set(settings.api_sources) | set(st.sources)
+        sources = {source} if source is not None else set(settings.api_sources) | set(st.sources)
         depths, error = monitor.depths(sources)
         st = st.model_copy(
             update={
@@ -104,8 +105,8 @@ def read_router() -> APIRouter:
     errs = responses(401, 422, 503)
 
     @router.get("/status", response_model=Status, responses=errs, summary="The whole picture")
-    def get_status(request: Request) -> Status:
-        return full_status(request)
+    def get_status(request: Request, source: SourceQ = None) -> Status:
+        return full_status(request, source)
 
     @router.get("/files", response_model=FilePage, responses=errs, summary="Files, by path, with filters")
     def list_files(
