@@ -592,3 +592,42 @@ def test_s3_sends_a_small_body_at_once_and_asks_before_sending_a_large_part(
     large = [expect for length, expect in bodies if length >= 2 * 1024 * 1024]
     assert small and all(e is None for e in small), bodies
     assert large and all(e == "100-continue" for e in large), bodies
+
+
+def test_s3_resolves_its_endpoint_once_not_once_per_key(s3_target: s3_fx.S3Target, tmp_path: Path) -> None:
+    """botocore's endpoint rules are evaluated once for a bucket, not again for every new key.
+
+    The key is a parameter of S3's rule set that no rule reads; left in, it made every upload of
+    a new file evaluate the whole rule set (a tenth of the uploader's CPU per small file). Every
+    request must still reach the right URL, and every object arrive under its own key.
+    """
+    from skynet.uploader.storage._s3_client import unread_parameters
+    from skynet.uploader.storage.s3 import open_backend
+
+    backend = open_backend(s3_target.target, s3_target.settings)
+    urls: list[str] = []
+    backend.client.meta.events.register("before-send.s3", lambda request, **_: urls.append(request.url))
+    ruleset = backend.client._ruleset_resolver._provider.ruleset  # type: ignore[attr-defined]
+    evaluated: list[dict[str, Any]] = []
+    evaluate = ruleset.evaluate
+    ruleset.evaluate = lambda params: evaluated.append(dict(params)) or evaluate(params)
+    paths = [f"d{i % 3}/file {i}.bin" for i in range(12)]
+    for i, path in enumerate(paths):
+        put(backend, path, tmp_path / f"f{i}", b"%d" % i * 100)
+    assert len(evaluated) <= 1, [p.get("Key") for p in evaluated]
+    for i, path in enumerate(paths):
+        key = f"{s3_target.prefix}/{path}".lstrip("/")
+        body = s3_target.client.get_object(Bucket=s3_target.bucket, Key=key)["Body"].read()
+        assert body == b"%d" % i * 100
+    puts = [u for u in urls if "file%20" in u]
+    base = f"{s3_target.server.endpoint_url}/{s3_target.bucket}/"
+    assert len(puts) == len(paths) and all(u.startswith(base) for u in puts)
+    assert {"Key", "Prefix", "CopySource"} <= unread_parameters(_s3_ruleset())
+    assert "Bucket" not in unread_parameters(_s3_ruleset())
+
+
+def _s3_ruleset() -> dict[str, Any]:
+    import botocore.loaders
+
+    ruleset: dict[str, Any] = botocore.loaders.create_loader().load_service_model("s3", "endpoint-rule-set-1")
+    return ruleset

@@ -19,8 +19,6 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -28,12 +26,12 @@ from botocore.exceptions import (
     ParamValidationError,
     PartialCredentialsError,
 )
-from botocore.utils import determine_content_length
 
 from skynet.common.errors import ConfigError, InvalidPath, RemoteRefused, RemoteUnavailable, SkynetError
 from skynet.common.messages import Generation
 from skynet.common.paths import remote_join, validate_rel_path
 from skynet.uploader.storage import _s3_multipart as mp
+from skynet.uploader.storage._s3_client import make_client
 from skynet.uploader.storage.base import (
     Backend,
     CallbackError,
@@ -102,50 +100,6 @@ def classify(exc: BaseException, what: str = "") -> SkynetError:
     if isinstance(exc, (BotoCoreError, OSError)):
         return RemoteUnavailable(f"{prefix}{type(exc).__name__}: {exc}")
     return RemoteUnavailable(f"{prefix}{type(exc).__name__}: {exc}")
-
-
-EXPECT_CONTINUE_MIN_BYTES = 2 * 1024 * 1024  # the AWS SDK for Go's rule
-
-
-def _send_small_bodies_at_once(params: dict[str, Any], **_: Any) -> None:
-    """Drop ``Expect: 100-continue`` from a request whose body is under 2 MiB.
-
-    botocore asks every PUT and part upload to wait for the server's "100 Continue" before
-    sending the body: one more round trip each. That spares sending a large body the server
-    would refuse anyway; for a small file it only doubles the time to a far-away store (on a
-    20 ms link, 40 ms instead of 20 per file). Bodies of 2 MiB or more keep it, as the AWS SDK
-    for Go does.
-    """
-    headers = params.get("headers")
-    if headers and headers.get("Expect") == "100-continue":
-        length = determine_content_length(params.get("body"))
-        if length is not None and length < EXPECT_CONTINUE_MIN_BYTES:
-            del headers["Expect"]
-
-
-def make_client(settings: BackendSettings) -> S3Client:
-    config = Config(
-        retries={"mode": "standard", "max_attempts": 3},
-        max_pool_connections=max(10, 2 * settings.s3_part_concurrency),
-        connect_timeout=10,
-        read_timeout=120,
-        # S3-compatible stores do not all understand the newer default CRC trailers; we send
-        # each body's checksum ourselves, as a header (see _s3_multipart).
-        request_checksum_calculation="when_required",
-        response_checksum_validation="when_required",
-        s3={"addressing_style": "path"} if settings.s3_endpoint_url else None,
-    )
-    verify: bool | str = settings.s3_ca_bundle if settings.s3_ca_bundle else settings.s3_verify
-    session = boto3.session.Session()
-    client = session.client(
-        "s3",
-        endpoint_url=settings.s3_endpoint_url or None,
-        region_name=settings.s3_region or None,
-        verify=verify,
-        config=config,
-    )
-    client.meta.events.register_last("before-call.s3", _send_small_bodies_at_once)
-    return client
 
 
 class S3Backend(Backend):
