@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -60,6 +61,31 @@ def test_the_watcher_keeps_watching_while_the_broker_is_unreachable_and_publishe
         wait_for(lambda: stack.outbox_count() == 0, 30, what="the outbox to drain")
     finally:
         proxy.close()
+
+
+def test_files_found_by_a_first_scan_survive_a_kill_before_the_broker_confirmed_any(stack: Stack) -> None:
+    """A first start finds 300 old files with the broker out of reach, and is killed -9: the next
+    start publishes every one of them (none was recorded as published before its confirm)."""
+    past = time.time() - 3600
+    for i in range(300):
+        path = stack.watch / f"k{i % 5}" / f"file-{i:03}.txt"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(f"found by the first scan {i}")
+        os.utime(path, (past, past))
+    parts = urlsplit(stack.amqp_url)
+    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5672).start()
+    netloc = parts.netloc.rsplit("@", 1)[0] + f"@127.0.0.1:{proxy.port}"
+    try:
+        proxy.cut()
+        watcher = stack.start("watcher", SKYNET_AMQP_URL=urlunsplit(parts._replace(netloc=netloc)))
+        wait_for(lambda: "scan (start-up) of '/': 300 files" in watcher.text(), 30, what="the first scan")
+        time.sleep(1)
+        watcher.kill(signal.SIGKILL)
+    finally:
+        proxy.close()
+    stack.start("watcher", "watcher-again")
+    stack.start("uploader")
+    stack.wait_mirror(90)
 
 
 def test_a_mass_delete_is_held_until_released_with_the_cli_and_then_applied(stack: Stack) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -100,6 +101,80 @@ def test_only_a_file_that_has_to_wait_is_reported_waiting(tmp_path: Path, amqp_u
 
 
 QUEUE = actions_queue("default")
+
+
+def _old_files(root: Path, n: int) -> set[str]:
+    """``n`` files last modified an hour ago: a scan publishes them at once (no settle wait)."""
+    past = time.time() - 3600
+    names = set()
+    for i in range(n):
+        path = root / f"d{i % 7}" / f"old-{i:04}.dat"
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"%d" % i)
+        os.utime(path, (past, past))
+        names.add(path.relative_to(root).as_posix())
+    return names
+
+
+def _depth(amqp_url: str) -> int:
+    """Messages in the actions queue; 0 until the watcher has declared it."""
+    try:
+        return queue_depth(amqp_url, QUEUE)
+    except pika.exceptions.ChannelClosedByBroker:
+        return 0
+
+
+def test_a_first_start_publishes_each_file_once_with_its_generation_and_a_restart_none_again(
+    tmp_path: Path, amqp_url: str
+) -> None:
+    stack = Stack(tmp_path, amqp_url, NoRemote())
+    tap = EventTap(amqp_url).start()
+    try:
+        names = _old_files(stack.watch, 500)
+        stack.start("watcher")
+        wait_for(lambda: _depth(amqp_url) == 500, 30, what="an action for each of the 500 files")
+        actions = drain_actions(amqp_url)
+        assert sorted(str(a["path"]) for a in actions) == sorted(names)
+        for a in actions:
+            gen = a["generation"]
+            assert isinstance(gen, dict)
+            st = (stack.watch / str(a["path"])).stat()
+            assert (gen["size"], gen["mtime_ns"], gen["inode"]) == (st.st_size, st.st_mtime_ns, st.st_ino)
+        wait_for(lambda: len(tap.of("queued")) == 500, 15, what="a queued event for each file")
+        queued = {e["path"]: e for e in tap.of("queued")}
+        assert {a["path"]: a["id"] for a in actions} == {p: e["action_id"] for p, e in queued.items()}
+        stack.stop_all()
+
+        again = stack.start("watcher", "watcher-again")
+        wait_for(lambda: "scan (start-up)" in again.text(), 30, what="the restart's scan")
+        time.sleep(2)
+        assert drain_actions(amqp_url) == [], "a restart published again files the index already held"
+    finally:
+        stack.stop_all()
+        tap.stop()
+
+
+def test_a_file_changed_after_the_scan_found_it_is_published_as_its_newer_version(
+    tmp_path: Path, amqp_url: str
+) -> None:
+    """Found by the start-up scan, rewritten before its action went out: the newer version wins."""
+    stack = Stack(tmp_path, amqp_url, NoRemote())
+    try:
+        _old_files(stack.watch, 50)
+        stack.start("watcher", SKYNET_SETTLE_MS="0")
+        (stack.watch / "d0" / "old-0000.dat").write_bytes(b"rewritten after the scan found it")
+        time.sleep(3)
+        actions = [a for a in drain_actions(amqp_url) if a["path"] == "d0/old-0000.dat"]
+        assert actions, "the file was never published"
+        last = actions[-1]["generation"]
+        assert isinstance(last, dict) and last["size"] == len(b"rewritten after the scan found it")
+        stack.stop_all()
+        again = stack.start("watcher", "watcher-again", SKYNET_SETTLE_MS="0")
+        wait_for(lambda: "scan (start-up)" in again.text(), 30, what="the restart's scan")
+        time.sleep(2)
+        assert drain_actions(amqp_url) == [], "the index kept the older version of the rewritten file"
+    finally:
+        stack.stop_all()
 
 
 def _pump_with_files(tmp_path: Path, amqp_url: str, n: int, hold_s: float) -> tuple[OutboxPump, threading.Event]:

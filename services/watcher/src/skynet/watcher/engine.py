@@ -3,7 +3,8 @@
 One thread (the *gate*, :meth:`Engine.run`) owns the coalescer and the in-memory index, so no
 locks are needed there. It is fed through one queue by the filesystem observer, by scans (at
 start, periodically, on request) and by control messages. Publishing happens on another thread
-(:class:`~skynet.watcher.pump.OutboxPump`) that drains the SQLite outbox to the broker.
+(:class:`~skynet.watcher.pump.OutboxPump`) that drains the SQLite outbox to the broker, and the
+files a scan found that the index never held (:mod:`~skynet.watcher.discovered`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from skynet.common.errors import InvalidPath
 from skynet.common.messages import FileEvent, FileState, Generation, PathChanged, PathMoved, encode_changed
 from skynet.common.paths import local_path, rel_path_from_fs
 from skynet.watcher.coalescer import Coalescer
+from skynet.watcher.discovered import Discovered, Found
 from skynet.watcher.filters import IgnoreRules
 from skynet.watcher.observer import RawEvent
 from skynet.watcher.scanner import GenTuple, Skipped, gen_of, walk
@@ -95,6 +97,8 @@ class Engine:
         self.coalescer = Coalescer(settings.settle_ms / 1000.0, settings.max_open_wait_s)
         self.polling = settings.observer == "polling"
         self.index: dict[str, GenTuple] = {p: (size, mtime, ino) for p, size, mtime, ino in store.index_tuples()}
+        # Files a scan found that the index never held: published from memory (see discovered.py).
+        self.discovered = Discovered(self.is_current)
         self._stop = threading.Event()
         self._root_id = self._trusted_root()
         self.on_root_changed: Callable[[], None] | None = None  # re-arms the observer on a new root
@@ -392,10 +396,17 @@ class Engine:
         """Queue the action for a file found changed (``rel`` is a validated path)."""
         self.index[rel] = gen
         if self._reported:
-            with self._reported_lock:
-                self._reported.pop(rel, None)
+            self._forget_report(rel)
         self._pending_actions.append((rel, encode_changed(self.source, rel, *gen)))
         self._pending_index_set.append((rel, *gen))
+
+    def _forget_report(self, rel: str) -> None:
+        with self._reported_lock:
+            self._reported.pop(rel, None)
+
+    def is_current(self, rel: str, gen: GenTuple) -> bool:
+        """Does the index still hold ``gen`` for ``rel``? (Read from the pump's thread: one dict get.)"""
+        return self.index.get(rel) == gen
 
     def _deleted(self, rel: str) -> None:
         if rel not in self.index:
@@ -571,14 +582,26 @@ class Engine:
         # Untouched for this long, a file needs no second look. (Younger files go through the
         # gate, which also asks whether someone still has them open for writing.)
         quiet_since = time.time_ns() - max(self.settings.settle_ms * 1_000_000, QUIET_ENOUGH_NS)
-        known, pending = self.index.get, self.coalescer
+        index, pending = self.index, self.coalescer
+        known = index.get
+        fresh: list[Found] = []
         for rel, gen in found:  # a restart compares 200,000 files here: kept lean
-            if known(rel) == gen or rel in pending:
+            old = known(rel)
+            if old == gen or rel in pending:
                 continue
-            if gen[1] <= quiet_since and not self.polling:
-                self._changed(rel, gen)
-            else:
+            if gen[1] > quiet_since or self.polling:
                 pending.touch(rel, now)
+            elif old is None:  # never published: straight from memory, no outbox row
+                index[rel] = gen
+                fresh.append((rel, gen))
+            else:
+                self._changed(rel, gen)
+        if fresh:
+            if self._reported:
+                for rel, _gen in fresh:
+                    self._forget_report(rel)
+            self.discovered.extend(fresh)
+            self.wake_pump()
         self._flush()
 
     def _on_scan_done(self, done: ScanDone) -> None:
@@ -593,8 +616,9 @@ class Engine:
         for rel in missing:
             if rel not in self.coalescer:
                 self.coalescer.touch(rel, now)  # the gate confirms it is gone, then deletes
-        # Logged once every file found is compared with the index and each change is in the
-        # outbox (on disk): from here on a crash loses nothing the scan found.
+        # Logged once every file found is compared with the index and each change is queued:
+        # in the outbox (on disk), or, for a file the index never held, in memory until the
+        # broker confirms it (a crash before then leaves it out of the index: found again).
         log.info(
             "scan (%s) of %r: %d files in %.2fs",
             done.reason,

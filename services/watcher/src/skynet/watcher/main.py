@@ -42,6 +42,7 @@ def run(settings: WatcherSettings) -> None:
     )
     pump = OutboxPump(store, publisher, settings.source, emit, batch=settings.outbox_batch)
     engine = Engine(settings, store, emit, pump.wake)
+    pump.discovered = engine.discovered
     engine.request_scan(START_UP)  # before the pump starts: it waits for this scan
     pump.hold_during(engine.starting_scan)
     pump.start()
@@ -68,7 +69,7 @@ def run(settings: WatcherSettings) -> None:
             worker=name,
             role="watcher",
             active=len(engine.coalescer),
-            capacity=store.pending_count(),
+            capacity=store.pending_count() + len(engine.discovered),
             files_done=pump.published,
             host=socket.gethostname(),
             started_at=started,
@@ -100,9 +101,14 @@ def run(settings: WatcherSettings) -> None:
         pump.stop()
         sink.close()
         observer.join(5)
-        left = store.pending_count()
+        left, found = store.pending_count(), len(engine.discovered)
         store.close()
-        log.info("watcher stopped; %d actions left in the outbox for next time", left)
+        log.info(
+            "watcher stopped; %d actions left in the outbox for next time, %d files found by a scan"
+            " not yet published (the next start's scan finds them again)",
+            left,
+            found,
+        )
 
 
 def main() -> None:

@@ -4,11 +4,14 @@ A row leaves the outbox only after the broker confirmed its message (the whole b
 broker is away the pump backs off (with jitter) and the outbox keeps growing; the watcher keeps
 watching.
 
+It also publishes the files a scan found that the index never held (:mod:`~skynet.watcher.discovered`),
+once the outbox is empty: their index rows are written when the broker has confirmed them.
+
 While the start-up scan runs, the pump waits (at most ``hold_s``): on a first start every file of
 the tree becomes an action, and publishing them (plus a "queued" event each) while the walk is
-still going would take the same CPU (one GIL) the scan needs. The scan finishes first, every change
-it found is safe in the outbox, and then the pump drains at full speed. A tree too large to scan
-within ``hold_s`` shares the CPU from then on, so uploads never wait long.
+still going would take the same CPU (one GIL) the scan needs. The scan finishes first, and then
+the pump drains at full speed. A tree too large to scan within ``hold_s`` shares the CPU from
+then on, so uploads never wait long.
 """
 
 from __future__ import annotations
@@ -19,14 +22,16 @@ import time
 
 from skynet.common.broker import Outgoing, Publisher, backoff_delays
 from skynet.common.errors import BrokerUnavailable
-from skynet.common.messages import FileEvent, PathMoved
+from skynet.common.messages import FileEvent, PathChanged, PathMoved, encode_changed, new_id
 from skynet.common.topology import ACTIONS_EXCHANGE
+from skynet.watcher.discovered import Discovered, Found
 from skynet.watcher.engine import EmitFn
 from skynet.watcher.store import OutboxRow, Store
 
 log = logging.getLogger(__name__)
 
 _MOVED: str = PathMoved.model_fields["type"].default  # "action.moved.v1"
+_CHANGED: str = PathChanged.model_fields["type"].default  # "action.changed.v1"
 
 
 class OutboxPump:
@@ -50,6 +55,7 @@ class OutboxPump:
         self._stop = threading.Event()
         self._idle = threading.Event()
         self.published = 0
+        self.discovered: Discovered | None = None
         self.thread = threading.Thread(target=self._run, name="outbox-pump", daemon=True)
 
     def start(self) -> OutboxPump:
@@ -83,47 +89,75 @@ class OutboxPump:
         while True:
             self._hold_for_scan()
             rows = self._store.pending(self._batch)
-            if not rows:
+            found = self.discovered.take(self._batch) if not rows and self.discovered is not None else []
+            if not rows and not found:
                 if self._stop.is_set():
                     return
                 self._wake.wait(1.0)
                 self._wake.clear()
                 self._publisher.keepalive()
                 continue
-            sent: list[OutboxRow] = []
             try:
                 # The batch is confirmed whole or reported failed whole (and sent again).
-                self._publisher.publish_many(
-                    [
-                        Outgoing(
-                            ACTIONS_EXCHANGE,
-                            self._source,
-                            row.body,
-                            message_id=row.fields["id"],
-                            message_type=row.fields["type"],
-                        )
-                        for row in rows
-                    ]
-                )
-                sent = rows
+                if rows:
+                    self._publish_rows(rows)
+                else:
+                    self._publish_found(found)
                 delays = backoff_delays(0.5, 30.0)
             except BrokerUnavailable as exc:
+                if found and self.discovered is not None:
+                    self.discovered.put_back(found)
                 delay = next(delays)
                 log.warning(
-                    "broker unavailable (%s); %d actions kept in the outbox; retrying in %.1fs",
+                    "broker unavailable (%s); %d actions kept in the outbox, %d found files waiting; retrying in %.1fs",
                     exc.reason,
                     self._store.pending_count(),
+                    len(self.discovered or ()),
                     delay,
                 )
                 if self._stop.is_set():
                     return
                 self._stop.wait(delay)
-            finally:
-                if sent:
-                    self._store.confirmed(sent)
-                    self.published += len(sent)
-                    for row in sent:
-                        self._queued(row)
+
+    def _publish_rows(self, rows: list[OutboxRow]) -> None:
+        self._publisher.publish_many(
+            [
+                Outgoing(
+                    ACTIONS_EXCHANGE,
+                    self._source,
+                    row.body,
+                    message_id=row.fields["id"],
+                    message_type=row.fields["type"],
+                )
+                for row in rows
+            ]
+        )
+        self._store.confirmed(rows)
+        self.published += len(rows)
+        for row in rows:
+            self._queued(row)
+
+    def _publish_found(self, found: list[Found]) -> None:
+        """Publish files a scan found; index them once confirmed (unless they changed meanwhile)."""
+        ids = [new_id() for _ in found]
+        self._publisher.publish_many(
+            [
+                Outgoing(
+                    ACTIONS_EXCHANGE,
+                    self._source,
+                    encode_changed(self._source, rel, *gen, action_id=aid),
+                    message_id=aid,
+                    message_type=_CHANGED,
+                )
+                for (rel, gen), aid in zip(found, ids, strict=True)
+            ]
+        )
+        assert self.discovered is not None
+        current = self.discovered.current
+        self._store.index_add([(rel, *gen) for rel, gen in found if current(rel, gen)])
+        self.published += len(found)
+        for (rel, gen), aid in zip(found, ids, strict=True):
+            self._emit(FileEvent.make("queued", source=self._source, path=rel, size=gen[0], action_id=aid))
 
     def _queued(self, row: OutboxRow) -> None:
         f = row.fields

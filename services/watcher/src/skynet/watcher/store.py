@@ -5,7 +5,9 @@
   deduplication. A row is removed only after the broker confirmed it, and only if it was not
   replaced meanwhile (its ``seq`` still matches), so a broker outage or a crash loses nothing.
 * **index** — the generation last handed to the outbox for each path, so that a scan at start
-  finds exactly what changed (or vanished) while the watcher was down.
+  finds exactly what changed (or vanished) while the watcher was down. A file the index never
+  held skips the outbox: its row is added once the broker confirmed its action (see
+  ``discovered.py``).
 * **held** — deletes held back by the safety rules until an admin releases them.
 * **meta** — small facts that must survive a restart (the identity of the watched root).
 
@@ -186,6 +188,13 @@ class Store:
             self._db.execute("COMMIT")
 
     # ------------------------------------------------------------------ index
+
+    def index_add(self, rows: list[tuple[str, int, int, int]]) -> None:
+        """Add (path, size, mtime_ns, inode) rows for paths the index does not hold yet."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR IGNORE INTO idx (path, size, mtime_ns, inode) VALUES (?, ?, ?, ?)", rows)
+            self._db.execute("COMMIT")
 
     def index_get(self, path: str) -> Generation | None:
         with self._lock:
