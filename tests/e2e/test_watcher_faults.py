@@ -88,6 +88,34 @@ def test_files_found_by_a_first_scan_survive_a_kill_before_the_broker_confirmed_
     stack.wait_mirror(90)
 
 
+def test_a_folder_renamed_before_its_new_files_were_published_arrives_under_its_new_name(stack: Stack) -> None:
+    """With the broker out of reach, a folder fills with files (some found by the first scan,
+    some written since) and is then renamed: every file reaches the remote under the new name."""
+    past = time.time() - 3600
+    (stack.watch / "shoot").mkdir()
+    for i in range(40):
+        path = stack.watch / "shoot" / f"old-{i:02}.raw"
+        path.write_text(f"there before the watcher {i}")
+        os.utime(path, (past, past))
+    parts = urlsplit(stack.amqp_url)
+    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5672).start()
+    netloc = parts.netloc.rsplit("@", 1)[0] + f"@127.0.0.1:{proxy.port}"
+    try:
+        proxy.cut()
+        watcher = stack.start("watcher", SKYNET_AMQP_URL=urlunsplit(parts._replace(netloc=netloc)))
+        wait_for(lambda: "scan (start-up) of '/': 40 files" in watcher.text(), 30, what="the first scan")
+        for i in range(40):
+            (stack.watch / "shoot" / f"new-{i:02}.raw").write_text(f"written while the broker was away {i}")
+        wait_for(lambda: stack.outbox_count() >= 40, 30, what="the 40 new files in the outbox")
+        (stack.watch / "shoot").rename(stack.watch / "shoot-2026-11-27")
+        time.sleep(2)
+        proxy.restore()
+        stack.start("uploader")
+        stack.wait_mirror(90)
+    finally:
+        proxy.close()
+
+
 def test_a_mass_delete_is_held_until_released_with_the_cli_and_then_applied(stack: Stack) -> None:
     stack.extra_env["SKYNET_DELETE_THRESHOLD"] = "5"
     for i in range(20):

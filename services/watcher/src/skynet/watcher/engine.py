@@ -287,7 +287,7 @@ class Engine:
 
     def _on_dir_moved(self, src: str, dst: str, now: float) -> None:
         moved_pending = self.coalescer.take_under(src)
-        self.store.drop_pending_under(src)
+        unsent = self.store.drop_pending_under(src) + [p for p, _gen in self.discovered.take_under(src)]
         prefix = src + "/"
         had_files = any(p.startswith(prefix) for p in self.index)
         if had_files:
@@ -295,6 +295,15 @@ class Engine:
             self._flush(moves=[(src, dst, True)])
             for path in [p for p in self.index if p.startswith(prefix)]:
                 self.index[dst + path[len(src) :]] = self.index.pop(path)
+        # Files whose action had not gone out yet never reached the remote, so the folder's move
+        # there cannot carry them: each is published again under its new path.
+        for path in unsent:
+            new = dst + path[len(src) :]
+            gen = self.index.get(new)
+            if gen is not None:
+                self._pending_actions.append((new, encode_changed(self.source, new, *gen)))
+                self._pending_index_set.append((new, *gen))
+        self._flush()
         for path in moved_pending:
             self.coalescer.touch(dst + path[len(src) :], now)
         # Anything in the moved folder that the index did not know about is found by a scan.
@@ -310,6 +319,7 @@ class Engine:
         if not self._deletes_allowed(len(gone), rel):
             return
         self.store.drop_pending_under(rel)
+        self.discovered.take_under(rel)
         for p in gone:
             del self.index[p]
         actions: list[tuple[str, Action]] = []

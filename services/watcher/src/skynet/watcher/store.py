@@ -163,11 +163,15 @@ class Store:
         for (path,) in rows:
             cur.execute("UPDATE idx SET path = ? WHERE path = ?", (dst + path[len(src) :], path))
 
-    def drop_pending_under(self, prefix: str) -> int:
-        """Forget outbox rows for paths below folder ``prefix`` (a folder action covers them)."""
+    def drop_pending_under(self, prefix: str) -> list[str]:
+        """Forget outbox rows for paths below folder ``prefix`` (a folder action covers them); their keys."""
+        pattern = _escape_like(prefix) + "/%"
         with self._lock:
-            cur = self._db.execute("DELETE FROM outbox WHERE key LIKE ? ESCAPE '\\'", (_escape_like(prefix) + "/%",))
-            return cur.rowcount
+            self._db.execute("BEGIN")
+            keys = [k for (k,) in self._db.execute("SELECT key FROM outbox WHERE key LIKE ? ESCAPE '\\'", (pattern,))]
+            self._db.execute("DELETE FROM outbox WHERE key LIKE ? ESCAPE '\\'", (pattern,))
+            self._db.execute("COMMIT")
+        return keys
 
     # ------------------------------------------------------------------ outbox draining
 
