@@ -14,6 +14,14 @@ from tests.fixtures.common import wait_for
 from tests.fixtures.tcp_proxy import TcpProxy
 
 
+def _broker_via_proxy(stack: Stack) -> tuple[TcpProxy, str]:
+    """A TCP proxy in front of the test's broker, and the broker URL that goes through it."""
+    parts = urlsplit(stack.amqp_url)
+    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5672).start()
+    netloc = parts.netloc.rsplit("@", 1)[0] + f"@127.0.0.1:{proxy.port}"
+    return proxy, urlunsplit(parts._replace(netloc=netloc))
+
+
 def test_changes_made_while_the_watcher_is_dead_reach_the_remote_after_restart(stack: Stack) -> None:
     w = stack.watch
     for i in range(20):
@@ -38,10 +46,7 @@ def test_changes_made_while_the_watcher_is_dead_reach_the_remote_after_restart(s
 def test_the_watcher_keeps_watching_while_the_broker_is_unreachable_and_publishes_everything_after(
     stack: Stack,
 ) -> None:
-    parts = urlsplit(stack.amqp_url)
-    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5672).start()
-    netloc = parts.netloc.rsplit("@", 1)[0] + f"@127.0.0.1:{proxy.port}"
-    via_proxy = urlunsplit(parts._replace(netloc=netloc))
+    proxy, via_proxy = _broker_via_proxy(stack)
     try:
         watcher = stack.start("watcher", SKYNET_AMQP_URL=via_proxy)
         stack.start("uploader")
@@ -72,12 +77,10 @@ def test_files_found_by_a_first_scan_survive_a_kill_before_the_broker_confirmed_
         path.parent.mkdir(exist_ok=True)
         path.write_text(f"found by the first scan {i}")
         os.utime(path, (past, past))
-    parts = urlsplit(stack.amqp_url)
-    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5672).start()
-    netloc = parts.netloc.rsplit("@", 1)[0] + f"@127.0.0.1:{proxy.port}"
+    proxy, via_proxy = _broker_via_proxy(stack)
     try:
         proxy.cut()
-        watcher = stack.start("watcher", SKYNET_AMQP_URL=urlunsplit(parts._replace(netloc=netloc)))
+        watcher = stack.start("watcher", SKYNET_AMQP_URL=via_proxy)
         wait_for(lambda: "scan (start-up) of '/': 300 files" in watcher.text(), 30, what="the first scan")
         time.sleep(1)
         watcher.kill(signal.SIGKILL)
@@ -97,12 +100,10 @@ def test_a_folder_renamed_before_its_new_files_were_published_arrives_under_its_
         path = stack.watch / "shoot" / f"old-{i:02}.raw"
         path.write_text(f"there before the watcher {i}")
         os.utime(path, (past, past))
-    parts = urlsplit(stack.amqp_url)
-    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5672).start()
-    netloc = parts.netloc.rsplit("@", 1)[0] + f"@127.0.0.1:{proxy.port}"
+    proxy, via_proxy = _broker_via_proxy(stack)
     try:
         proxy.cut()
-        watcher = stack.start("watcher", SKYNET_AMQP_URL=urlunsplit(parts._replace(netloc=netloc)))
+        watcher = stack.start("watcher", SKYNET_AMQP_URL=via_proxy)
         wait_for(lambda: "scan (start-up) of '/': 40 files" in watcher.text(), 30, what="the first scan")
         for i in range(40):
             (stack.watch / "shoot" / f"new-{i:02}.raw").write_text(f"written while the broker was away {i}")
