@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -211,3 +212,28 @@ def test_a_scan_that_runs_long_holds_the_outbox_no_longer_than_its_limit(tmp_pat
         assert time.monotonic() - started >= 1.0, "the outbox did not wait for the scan at all"
     finally:
         pump.stop()
+
+
+def test_sigterm_during_a_first_start_stops_cleanly_and_the_restart_publishes_the_rest(
+    tmp_path: Path, amqp_url: str
+) -> None:
+    stack = Stack(tmp_path, amqp_url, NoRemote())
+    try:
+        names = _old_files(stack.watch, 3000)
+        first = stack.start("watcher")
+        wait_for(lambda: "scan (start-up) of '/': 3000 files" in first.text(), 60, what="the first scan")
+        first.kill(signal.SIGTERM)
+        assert first.popen.returncode == 0, first.text()[-2000:]
+        assert "Traceback" not in first.text()
+        assert "watcher stopped;" in first.text()
+        published = {str(a["path"]) for a in drain_actions(amqp_url)}
+        again = stack.start("watcher", "watcher-again")
+        wait_for(lambda: "scan (start-up)" in again.text(), 60, what="the restart's scan")
+
+        def everything() -> bool:
+            published.update(str(a["path"]) for a in drain_actions(amqp_url))
+            return published == names
+
+        wait_for(everything, 60, what="every file published by one start or the other")
+    finally:
+        stack.stop_all()

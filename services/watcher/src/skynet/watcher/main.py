@@ -104,8 +104,8 @@ def run(settings: WatcherSettings) -> None:
         left, found = store.pending_count(), len(engine.discovered)
         store.close()
         log.info(
-            "watcher stopped; %d actions left in the outbox for next time, %d files found by a scan"
-            " not yet published (the next start's scan finds them again)",
+            "watcher stopped; %d actions left in the outbox for next time; %d files found by a scan"
+            " and not yet published, for the next start's scan to find again",
             left,
             found,
         )

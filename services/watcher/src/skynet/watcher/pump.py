@@ -89,7 +89,10 @@ class OutboxPump:
         while True:
             self._hold_for_scan()
             rows = self._store.pending(self._batch)
-            found = self.discovered.take(self._batch) if not rows and self.discovered is not None else []
+            # On stop the outbox is still drained (within stop()'s timeout); files found by a scan
+            # are not: the next start's scan finds them again.
+            stopping = self._stop.is_set()
+            found = self.discovered.take(self._batch) if not (rows or stopping or self.discovered is None) else []
             if not rows and not found:
                 if self._stop.is_set():
                     return
