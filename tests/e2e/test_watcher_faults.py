@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import time
 from urllib.parse import urlsplit, urlunsplit
 
-from tests.e2e.harness import Stack
-from tests.fixtures.common import wait_for
+from tests.e2e.harness import Proc, Stack
+from tests.fixtures.common import wait_for, write_old_files
 from tests.fixtures.tcp_proxy import TcpProxy
 
 
@@ -20,6 +19,20 @@ def _broker_via_proxy(stack: Stack) -> tuple[TcpProxy, str]:
     proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5672).start()
     netloc = parts.netloc.rsplit("@", 1)[0] + f"@127.0.0.1:{proxy.port}"
     return proxy, urlunsplit(parts._replace(netloc=netloc))
+
+
+def _first_start_with_the_broker_cut(stack: Stack, files: int) -> tuple[TcpProxy, Proc]:
+    """A watcher's first start with the broker out of reach (behind a cut proxy), once its scan
+    has found ``files`` files. The caller closes the proxy."""
+    proxy, via_proxy = _broker_via_proxy(stack)
+    proxy.cut()
+    try:
+        watcher = stack.start("watcher", SKYNET_AMQP_URL=via_proxy)
+        wait_for(lambda: f"scan (start-up) of '/': {files} files" in watcher.text(), 30, what="the first scan")
+    except BaseException:
+        proxy.close()
+        raise
+    return proxy, watcher
 
 
 def test_changes_made_while_the_watcher_is_dead_reach_the_remote_after_restart(stack: Stack) -> None:
@@ -71,17 +84,9 @@ def test_the_watcher_keeps_watching_while_the_broker_is_unreachable_and_publishe
 def test_files_found_by_a_first_scan_survive_a_kill_before_the_broker_confirmed_any(stack: Stack) -> None:
     """A first start finds 300 old files with the broker out of reach, and is killed -9: the next
     start publishes every one of them (none was recorded as published before its confirm)."""
-    past = time.time() - 3600
-    for i in range(300):
-        path = stack.watch / f"k{i % 5}" / f"file-{i:03}.txt"
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(f"found by the first scan {i}")
-        os.utime(path, (past, past))
-    proxy, via_proxy = _broker_via_proxy(stack)
+    write_old_files(stack.watch, (f"k{i % 5}/file-{i:03}.txt" for i in range(300)))
+    proxy, watcher = _first_start_with_the_broker_cut(stack, 300)
     try:
-        proxy.cut()
-        watcher = stack.start("watcher", SKYNET_AMQP_URL=via_proxy)
-        wait_for(lambda: "scan (start-up) of '/': 300 files" in watcher.text(), 30, what="the first scan")
         time.sleep(1)
         watcher.kill(signal.SIGKILL)
     finally:
@@ -94,17 +99,9 @@ def test_files_found_by_a_first_scan_survive_a_kill_before_the_broker_confirmed_
 def test_a_folder_renamed_before_its_new_files_were_published_arrives_under_its_new_name(stack: Stack) -> None:
     """With the broker out of reach, a folder fills with files (some found by the first scan,
     some written since) and is then renamed: every file reaches the remote under the new name."""
-    past = time.time() - 3600
-    (stack.watch / "shoot").mkdir()
-    for i in range(40):
-        path = stack.watch / "shoot" / f"old-{i:02}.raw"
-        path.write_text(f"there before the watcher {i}")
-        os.utime(path, (past, past))
-    proxy, via_proxy = _broker_via_proxy(stack)
+    write_old_files(stack.watch, (f"shoot/old-{i:02}.raw" for i in range(40)))
+    proxy, _watcher = _first_start_with_the_broker_cut(stack, 40)
     try:
-        proxy.cut()
-        watcher = stack.start("watcher", SKYNET_AMQP_URL=via_proxy)
-        wait_for(lambda: "scan (start-up) of '/': 40 files" in watcher.text(), 30, what="the first scan")
         for i in range(40):
             (stack.watch / "shoot" / f"new-{i:02}.raw").write_text(f"written while the broker was away {i}")
         wait_for(lambda: stack.outbox_count() >= 40, 30, what="the 40 new files in the outbox")

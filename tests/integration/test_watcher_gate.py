@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import threading
 import time
@@ -18,7 +17,7 @@ from skynet.watcher.pump import OutboxPump
 from skynet.watcher.store import Store
 from tests.e2e.harness import EventTap, NoRemote, Stack
 from tests.fixtures.broker import queue_depth
-from tests.fixtures.common import wait_for
+from tests.fixtures.common import wait_for, write_old_files
 
 
 def drain_actions(url: str, source: str = "default") -> list[dict[str, object]]:
@@ -104,19 +103,6 @@ def test_only_a_file_that_has_to_wait_is_reported_waiting(tmp_path: Path, amqp_u
 QUEUE = actions_queue("default")
 
 
-def _old_files(root: Path, n: int) -> set[str]:
-    """``n`` files last modified an hour ago: a scan publishes them at once (no settle wait)."""
-    past = time.time() - 3600
-    names = set()
-    for i in range(n):
-        path = root / f"d{i % 7}" / f"old-{i:04}.dat"
-        path.parent.mkdir(exist_ok=True)
-        path.write_bytes(b"%d" % i)
-        os.utime(path, (past, past))
-        names.add(path.relative_to(root).as_posix())
-    return names
-
-
 def _depth(amqp_url: str) -> int:
     """Messages in the actions queue; 0 until the watcher has declared it."""
     try:
@@ -131,7 +117,7 @@ def test_a_first_start_publishes_each_file_once_with_its_generation_and_a_restar
     stack = Stack(tmp_path, amqp_url, NoRemote())
     tap = EventTap(amqp_url).start()
     try:
-        names = _old_files(stack.watch, 500)
+        names = write_old_files(stack.watch, (f"d{i % 7}/old-{i:04}.dat" for i in range(500)))
         stack.start("watcher")
         wait_for(lambda: _depth(amqp_url) == 500, 30, what="an action for each of the 500 files")
         actions = drain_actions(amqp_url)
@@ -161,7 +147,7 @@ def test_a_file_changed_after_the_scan_found_it_is_published_as_its_newer_versio
     """Found by the start-up scan, rewritten before its action went out: the newer version wins."""
     stack = Stack(tmp_path, amqp_url, NoRemote())
     try:
-        _old_files(stack.watch, 50)
+        write_old_files(stack.watch, (f"d{i % 7}/old-{i:04}.dat" for i in range(50)))
         stack.start("watcher", SKYNET_SETTLE_MS="0")
         (stack.watch / "d0" / "old-0000.dat").write_bytes(b"rewritten after the scan found it")
         time.sleep(3)
@@ -219,7 +205,7 @@ def test_sigterm_during_a_first_start_stops_cleanly_and_the_restart_publishes_th
 ) -> None:
     stack = Stack(tmp_path, amqp_url, NoRemote())
     try:
-        names = _old_files(stack.watch, 3000)
+        names = write_old_files(stack.watch, (f"d{i % 7}/old-{i:04}.dat" for i in range(3000)))
         first = stack.start("watcher")
         wait_for(lambda: "scan (start-up) of '/': 3000 files" in first.text(), 60, what="the first scan")
         first.kill(signal.SIGTERM)
