@@ -111,6 +111,15 @@ def _depth(amqp_url: str) -> int:
         return 0
 
 
+def _restart_publishes_nothing(stack: Stack, amqp_url: str, why: str, **env: str) -> None:
+    """Stop the watcher, start it again on the same state, and check its scan publishes nothing."""
+    stack.stop_all()
+    again = stack.start("watcher", "watcher-again", **env)
+    wait_for(lambda: "scan (start-up)" in again.text(), 30, what="the restart's scan")
+    time.sleep(2)
+    assert drain_actions(amqp_url) == [], why
+
+
 def test_a_first_start_publishes_each_file_once_with_its_generation_and_a_restart_none_again(
     tmp_path: Path, amqp_url: str
 ) -> None:
@@ -130,12 +139,7 @@ def test_a_first_start_publishes_each_file_once_with_its_generation_and_a_restar
         wait_for(lambda: len(tap.of("queued")) == 500, 15, what="a queued event for each file")
         queued = {e["path"]: e for e in tap.of("queued")}
         assert {a["path"]: a["id"] for a in actions} == {p: e["action_id"] for p, e in queued.items()}
-        stack.stop_all()
-
-        again = stack.start("watcher", "watcher-again")
-        wait_for(lambda: "scan (start-up)" in again.text(), 30, what="the restart's scan")
-        time.sleep(2)
-        assert drain_actions(amqp_url) == [], "a restart published again files the index already held"
+        _restart_publishes_nothing(stack, amqp_url, "a restart published again files the index already held")
     finally:
         stack.stop_all()
         tap.stop()
@@ -155,11 +159,9 @@ def test_a_file_changed_after_the_scan_found_it_is_published_as_its_newer_versio
         assert actions, "the file was never published"
         last = actions[-1]["generation"]
         assert isinstance(last, dict) and last["size"] == len(b"rewritten after the scan found it")
-        stack.stop_all()
-        again = stack.start("watcher", "watcher-again", SKYNET_SETTLE_MS="0")
-        wait_for(lambda: "scan (start-up)" in again.text(), 30, what="the restart's scan")
-        time.sleep(2)
-        assert drain_actions(amqp_url) == [], "the index kept the older version of the rewritten file"
+        _restart_publishes_nothing(
+            stack, amqp_url, "the index kept the older version of the rewritten file", SKYNET_SETTLE_MS="0"
+        )
     finally:
         stack.stop_all()
 
