@@ -8,12 +8,16 @@ uploader emits it after the remote holds the complete file, and stamps it with `
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from pathlib import Path
 from typing import Any
 
+import pika
+
 from bench.env import BenchEnv, Remote
+from skynet.common.topology import EVENTS_QUEUE, PROGRESS_QUEUE
 from tests.e2e.harness import EventTap, Proc, Stack
 
 SCAN_LINE = re.compile(r"scan \(start-up\) of '/': (\d+) files in ([0-9.]+)s")
@@ -83,6 +87,22 @@ class SkynetRun:
     def __exit__(self, *exc: object) -> None:
         self.stack.stop_all()
         self.tap.stop()
+        self.purge_events()
+
+    def purge_events(self) -> None:
+        """Empty the shared event queues, which a notifier would drain in a deployment.
+
+        The bench runs none, so each workload's lifecycle events (three per small file, tens of
+        thousands a workload) would otherwise stay in the broker for every later workload.
+        """
+        conn = pika.BlockingConnection(pika.URLParameters(self.stack.amqp_url))
+        try:
+            for queue in (EVENTS_QUEUE, PROGRESS_QUEUE):
+                with contextlib.suppress(pika.exceptions.ChannelClosedByBroker):  # not declared yet
+                    conn.channel().queue_purge(queue)
+        finally:
+            with contextlib.suppress(Exception):
+                conn.close()
 
     def wait_log(self, proc: Proc, pattern: re.Pattern[str], timeout: float) -> re.Match[str]:
         deadline = time.monotonic() + timeout

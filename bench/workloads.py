@@ -218,6 +218,7 @@ class Bench:
             seconds = max(e["created_at"] for e in done.values()) - t0
             self.res.get(wl, tool, "files/s").values.append(len(files) / seconds)
             log.info("%s | %s: %.1f files/s", wl, tool, len(files) / seconds)
+            sk.purge_events()
         except Exception as exc:
             self.res.errors.append(f"{wl} | {tool}: {exc}")
             log.exception("%s | %s failed", wl, tool)
