@@ -30,6 +30,7 @@ from bench.env import BenchEnv, Remote
 from bench.results import Results, cpu_ticks
 from bench.skynet_run import SCAN_LINE, SkynetRun, vm_hwm_kib
 from tests.e2e.harness import NoRemote, Stack
+from tests.fixtures.common import write_old_files
 
 log = logging.getLogger("bench")
 
@@ -397,18 +398,10 @@ class Bench:
         if not (root.parent / f"{root.name}.complete").exists():
             shutil.rmtree(root, ignore_errors=True)
             per = files // dirs
-            # A start-up scan meets a folder that has been there a while: files modified in the
-            # last minute go through the watcher's gate (are they still being written?), and a
-            # tree made moments before the first timed start would measure that instead.
-            old = time.time() - 3600
-            for d in range(dirs):
-                folder = root / f"a{d // 100:03d}" / f"b{d:05d}"
-                folder.mkdir(parents=True)
-                for i in range(per):
-                    fd = os.open(folder / f"f{i:03d}.dat", os.O_CREAT | os.O_WRONLY, 0o644)
-                    os.write(fd, b"x")
-                    os.utime(fd, (old, old))
-                    os.close(fd)
+            # Back-dated: a start-up scan meets a folder that has been there a while (files
+            # modified in the last minute go through the watcher's gate instead, which a tree
+            # made moments before the first timed start would measure).
+            write_old_files(root, (f"a{d // 100:03d}/b{d:05d}/f{i:03d}.dat" for d in range(dirs) for i in range(per)))
             (root.parent / f"{root.name}.complete").touch()
         return root
 
