@@ -105,6 +105,24 @@ def kill_mid_upload(remote: Remote, rel: str, local: Path, settings: BackendSett
     return confirmed
 
 
+def _settled(read: Callable[[], int], quiet_s: float = 1.0, timeout_s: float = 30.0) -> int:
+    """What the remote holds once it has stopped changing.
+
+    The server can still be finishing a part or a write whose bytes reached it before the kill
+    (a part completed then is one the resume may rightly reuse): the figure to compare the resume
+    with is the one left when the server is done.
+    """
+    value, since = read(), time.monotonic()
+    deadline = since + timeout_s
+    while time.monotonic() - since < quiet_s:
+        assert time.monotonic() < deadline, "what the remote holds kept changing after the kill"
+        time.sleep(0.1)
+        now = read()
+        if now != value:
+            value, since = now, time.monotonic()
+    return value
+
+
 REPORT: list[str] = []
 
 
@@ -134,7 +152,7 @@ def check_resume(
     proxy.reset_counters()
     confirmed = kill_mid_upload(remote, "big/file.bin", local, settings, tmp_path)
     first_wire = proxy.bytes_up
-    held = held_on_remote()
+    held = _settled(held_on_remote)
     assert held >= confirmed - unit > 0, "the killed upload left nothing to resume"
 
     proxy.reset_counters()
