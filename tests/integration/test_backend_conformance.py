@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ class Interrupted(Exception):
     """Raised from a progress callback to stop an upload half-way; it must come out unchanged."""
 
 
-@pytest.fixture(params=["memory", "file", "sftp", "s3"])
+@pytest.fixture(params=["memory", "file", "sftp", "sftp-paramiko", "s3"])
 def remote(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Remote]:
     kind = request.param
     if kind == "memory":
@@ -82,11 +83,16 @@ def remote(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Remote]:
             cut=lambda: base.rename(hidden),
             restore=lambda: hidden.rename(base),
         )
-    elif kind == "sftp":
+    elif kind in ("sftp", "sftp-paramiko"):
+        # The same contract whichever client carries SFTP: the OpenSSH one (what "auto" picks
+        # with a key file) and paramiko's own transport (a password, an encrypted key, no ssh).
         server = request.getfixturevalue("sftp_server")
         proxy = TcpProxy(server.host, server.port).start()
+        target = sftp_fx.make_target(server, via=proxy)
+        client = "paramiko" if kind == "sftp-paramiko" else "openssh"
+        target = dataclasses.replace(target, settings=dataclasses.replace(target.settings, sftp_client=client))
         try:
-            yield sftp_remote(sftp_fx.make_target(server, via=proxy), proxy)
+            yield sftp_remote(target, proxy)
         finally:
             proxy.close()
     else:
@@ -395,17 +401,105 @@ def _sftp_backend(server: sftp_fx.SftpServer, **settings: object) -> Backend:
     return open_backend(server.target("auth"), server.settings(**settings))
 
 
-def test_sftp_refuses_a_server_whose_host_key_is_not_pinned(sftp_server: sftp_fx.SftpServer) -> None:
-    backend = _sftp_backend(sftp_server, sftp_known_hosts=sftp_server.other_known_hosts)
+@pytest.fixture(params=["openssh", "paramiko"])
+def sftp_client(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def test_sftp_refuses_a_server_whose_host_key_is_not_pinned(sftp_server: sftp_fx.SftpServer, sftp_client: str) -> None:
+    backend = _sftp_backend(sftp_server, sftp_known_hosts=sftp_server.other_known_hosts, sftp_client=sftp_client)
     with pytest.raises(RemoteRefused, match="does not match known_hosts"):
         backend.check()
 
 
-def test_sftp_refuses_a_host_missing_from_known_hosts(sftp_server: sftp_fx.SftpServer, tmp_path: Path) -> None:
+def test_sftp_refuses_a_host_missing_from_known_hosts(
+    sftp_server: sftp_fx.SftpServer, tmp_path: Path, sftp_client: str
+) -> None:
     empty = tmp_path / "known_hosts"
     empty.write_text("")
     with pytest.raises(RemoteRefused, match="not in known_hosts"):
-        _sftp_backend(sftp_server, sftp_known_hosts=str(empty)).check()
+        _sftp_backend(sftp_server, sftp_known_hosts=str(empty), sftp_client=sftp_client).check()
+
+
+def test_sftp_over_openssh_refuses_a_key_the_server_does_not_accept(
+    sftp_server: sftp_fx.SftpServer, tmp_path: Path
+) -> None:
+    stranger = tmp_path / "stranger_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
+    backend = _sftp_backend(sftp_server, sftp_key_file=str(stranger), sftp_client="openssh")
+    with pytest.raises(RemoteRefused, match="authentication"):
+        backend.check()
+
+
+def test_sftp_auto_takes_openssh_for_a_private_key_and_paramiko_where_ssh_cannot_serve(
+    sftp_server: sftp_fx.SftpServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``auto`` carries SFTP over ``ssh`` only where ssh would work unattended, and says which.
+
+    A key readable by others (ssh refuses it) or a password keeps paramiko; asking for
+    ``openssh`` there is a configuration error with the reason, not a failure at the first file.
+    """
+    from skynet.uploader.storage import sftp
+
+    caplog.set_level("INFO", logger=sftp.__name__)
+    sftp._CLIENT_LOGGED.clear()
+    backend = _sftp_backend(sftp_server)
+    backend.check()
+    backend.close()
+    assert "through the OpenSSH client" in caplog.text
+
+    shared = tmp_path / "shared_key"
+    shared.write_bytes(Path(sftp_server.key_file).read_bytes())
+    shared.chmod(0o644)
+    sftp._CLIENT_LOGGED.clear()
+    caplog.clear()
+    backend = _sftp_backend(sftp_server, sftp_key_file=str(shared))
+    backend.check()  # works, through paramiko
+    backend.close()
+    assert "through paramiko" in caplog.text and "readable by others" in caplog.text
+    with pytest.raises(ConfigError, match=r"SKYNET_SFTP_CLIENT=openssh: .*readable by others"):
+        _sftp_backend(sftp_server, sftp_key_file=str(shared), sftp_client="openssh")
+    with pytest.raises(ConfigError, match=r"SKYNET_SFTP_CLIENT=openssh: .*key file"):
+        _sftp_backend(sftp_server, sftp_key_file=None, sftp_password="some-password", sftp_client="openssh")
+
+
+def test_sftp_over_openssh_leaves_no_ssh_process_behind(sftp_server: sftp_fx.SftpServer, tmp_path: Path) -> None:
+    """Each connection is an ``ssh`` child; closing the backend (or losing the server) ends it."""
+    backend = _sftp_backend(sftp_server, sftp_client="openssh", sftp_streams=2)
+    put(backend, "big", tmp_path / "big", os.urandom(65 * MiB))  # two streams: two connections
+    assert len(_ssh_children()) == 2
+    backend.close()
+    assert _ssh_children() == []
+    backend.check()
+    assert len(_ssh_children()) == 1
+    sftp_server.stop()
+    try:
+        with pytest.raises(RemoteUnavailable):
+            backend.check()
+        assert _ssh_children() == []
+    finally:
+        sftp_server.start()
+    backend.check()
+    backend.close()
+    assert _ssh_children() == []
+
+
+def _ssh_children() -> list[int]:
+    """This process's ``ssh`` children still running (zombies excluded)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)
+            comm = fields[0].split("(", 1)[1]
+            state, ppid = fields[1].split()[:2]
+        except (OSError, IndexError):
+            continue
+        if comm == "ssh" and int(ppid) == os.getpid() and state != "Z":
+            found.append(int(pid))
+    return found
 
 
 def test_sftp_needs_a_known_hosts_file(sftp_server: sftp_fx.SftpServer, tmp_path: Path) -> None:

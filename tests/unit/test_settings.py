@@ -77,3 +77,13 @@ def test_each_service_starts_as_a_console_script_and_refuses_bad_configuration_c
     proc = subprocess.run([script], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2, proc.stderr
     assert "invalid configuration" in proc.stderr and "SKYNET_" in proc.stderr
+
+
+def test_an_unknown_sftp_client_is_refused_naming_the_variable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SKYNET_WATCH_DIR", str(tmp_path))
+    monkeypatch.setenv("SKYNET_TARGET", "sftp://u@h:22/x")
+    monkeypatch.setenv("SKYNET_SFTP_CLIENT", "putty")
+    with pytest.raises(ConfigError, match="SKYNET_SFTP_CLIENT"):
+        load_settings(UploaderSettings)
+    monkeypatch.setenv("SKYNET_SFTP_CLIENT", "paramiko")
+    assert load_settings(UploaderSettings).backend_settings().sftp_client == "paramiko"

@@ -31,6 +31,7 @@ class UploaderSettings(BrokerSettings):
     sftp_known_hosts: str | None = None
     sftp_timeout_s: float = Field(default=20.0, gt=0)
     sftp_streams: int = Field(default=2, ge=1, le=16)  # sftp.MAX_STREAMS: the resume margin covers 16
+    sftp_client: Literal["auto", "openssh", "paramiko"] = "auto"  # what carries SFTP; see storage/_sftp_openssh.py
     progress_interval_s: float = Field(default=0.5, gt=0)
     max_file_size: int = Field(default=0, ge=0)  # bytes; larger files are refused (0 = no limit of our own)
     heartbeat_interval_s: float = Field(default=5.0, gt=0)
@@ -75,4 +76,5 @@ class UploaderSettings(BrokerSettings):
             sftp_known_hosts=self.sftp_known_hosts,
             sftp_timeout_s=self.sftp_timeout_s,
             sftp_streams=self.sftp_streams,
+            sftp_client=self.sftp_client,
         )

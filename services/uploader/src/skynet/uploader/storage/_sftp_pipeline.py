@@ -18,7 +18,7 @@ import dataclasses
 import os
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import paramiko
 from paramiko.sftp import CMD_CLOSE, CMD_FSETSTAT, CMD_HANDLE, CMD_OPEN, CMD_STATUS, CMD_WRITE, int64
@@ -131,9 +131,17 @@ class _Replies:
             raise self.error
 
 
+class Link(Protocol):
+    """What carries an SFTP session: paramiko's ``Transport`` or an ``ssh`` child (``_sftp_openssh``)."""
+
+    def is_active(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
 @dataclasses.dataclass
 class _Session:
-    transport: paramiko.Transport
+    transport: Link
     sftp: paramiko.SFTPClient
     write_size: int
 

@@ -21,3 +21,4 @@ class BackendSettings:
     sftp_known_hosts: str | None = None
     sftp_timeout_s: float = 20.0
     sftp_streams: int = 2  # SFTP connections writing one file >= 64 MiB at once (1..16; see sftp.py)
+    sftp_client: str = "auto"  # "auto", "openssh" (the ssh binary carries SFTP) or "paramiko"

@@ -1,4 +1,8 @@
-"""``sftp://user@host:port/base/path``: an SFTP server as a target (paramiko).
+"""``sftp://user@host:port/base/path``: an SFTP server as a target (paramiko's SFTP client).
+
+SSH itself is carried by the OpenSSH client (an ``ssh -s sftp`` child per connection; see
+``_sftp_openssh``) or by paramiko's own transport (``_sftp_connect``): ``SKYNET_SFTP_CLIENT``,
+``auto`` by default, which takes ``ssh`` wherever a key file lets it run unattended.
 
 The path of the URL is absolute on the server; ``sftp://host/~/dir`` is relative to the login
 folder. Authentication by key (``SKYNET_SFTP_KEY_FILE``) or password (``SKYNET_SFTP_PASSWORD``);
@@ -18,11 +22,12 @@ the folder cache is stale (someone removed the folder), the open fails with "no 
 folders are created again and the open is retried once.
 
 **Parallel streams.** A file of ``PARALLEL_MIN_BYTES`` or more is written by ``sftp_streams``
-connections at once (separate SSH transports, so separate packetizer threads here and separate
-sshd processes there), each with its own handle on the same partial. The extra connections are
-opened on first need, kept by the backend (one per worker thread) for the next large file, closed
-by :meth:`SftpBackend.close` and after a connection loss. A connection that cannot be opened (the
-server limits sessions) is logged and the others carry on. Smaller files use one stream.
+connections at once (separate SSH connections, so separate ``ssh`` processes or packetizer
+threads here, and separate sshd processes there), each with its own handle on the same partial.
+The extra connections are opened on first need, kept by the backend (one per worker thread) for
+the next large file, closed by :meth:`SftpBackend.close` and after a connection loss. A
+connection that cannot be opened (the server limits sessions) is logged and the others carry on.
+Smaller files use one stream.
 
 **Resume.** The file is cut into ``WRITE_CHUNK`` chunks. ``_Window`` hands the chunk numbers out
 to the streams in increasing order, and never hands out chunk ``j`` before every chunk below
@@ -86,9 +91,9 @@ from skynet.common.errors import (
 )
 from skynet.common.messages import Generation
 from skynet.common.paths import remote_join, validate_rel_path
-from skynet.uploader.storage import _partial, _sftp_connect
+from skynet.uploader.storage import _partial, _sftp_connect, _sftp_openssh
 from skynet.uploader.storage._localfile import open_regular
-from skynet.uploader.storage._sftp_pipeline import WRITE_CHUNK, _pump, _Session, _Window
+from skynet.uploader.storage._sftp_pipeline import WRITE_CHUNK, Link, _pump, _Session, _Window
 from skynet.uploader.storage.base import (
     Backend,
     CallbackError,
@@ -106,6 +111,7 @@ PARALLEL_MIN_BYTES = 64 * 1024 * 1024  # files this large go over several stream
 STREAM_WINDOW = 16  # chunks handed out beyond the lowest unacknowledged one, all streams together
 RESUME_MARGIN = STREAM_WINDOW * WRITE_CHUNK  # see the module docstring
 MAX_STREAMS = STREAM_WINDOW  # more streams than chunks in the window would only wait
+_CLIENT_LOGGED: set[str] = set()  # servers whose SFTP client (OpenSSH or paramiko) was logged
 
 
 def generation_tag(generation: Generation) -> int:
@@ -163,7 +169,8 @@ class SftpBackend(Backend):
         )
         if self._pkey is None and settings.sftp_password is None:
             raise ConfigError("SFTP target needs SKYNET_SFTP_KEY_FILE or SKYNET_SFTP_PASSWORD")
-        self._transport: paramiko.Transport | None = None
+        self._via_ssh = self._choose_client(settings)
+        self._transport: Link | None = None
         self._sftp: paramiko.SFTPClient | None = None
         self._write_size = _sftp_connect.DEFAULT_WRITE_SIZE
         self._extra: dict[int, _Session] = {}  # stream number (1..) -> its own connection
@@ -171,14 +178,51 @@ class SftpBackend(Backend):
 
     # ------------------------------------------------------------------ connection
 
-    def _connect(self) -> _Session:
-        transport, sftp = _sftp_connect.connect(
-            self.endpoint,
-            self._known,
-            pkey=self._pkey,
-            password=self._settings.sftp_password,
-            timeout=self._settings.sftp_timeout_s,
+    def _choose_client(self, settings: BackendSettings) -> bool:
+        """True to carry SFTP over the OpenSSH client (``_sftp_openssh``), False for paramiko's transport."""
+        if settings.sftp_client == "paramiko":
+            return False
+        why_not = _sftp_openssh.unusable(
+            key_file=settings.sftp_key_file,
+            passphrase=settings.sftp_key_passphrase,
         )
+        if settings.sftp_client == "openssh" and why_not is not None:
+            raise ConfigError(f"SKYNET_SFTP_CLIENT=openssh: {why_not}")
+        if self.endpoint.known_hosts_name not in _CLIENT_LOGGED:
+            _CLIENT_LOGGED.add(self.endpoint.known_hosts_name)
+            if why_not is None:
+                log.info(
+                    "SFTP to %s through the OpenSSH client (%s)",
+                    self.endpoint.known_hosts_name,
+                    _sftp_openssh.ssh_binary(),
+                )
+            else:
+                log.info(
+                    "SFTP to %s through paramiko: the OpenSSH client cannot be used: %s",
+                    self.endpoint.known_hosts_name,
+                    why_not,
+                )
+        return why_not is None
+
+    def _connect(self) -> _Session:
+        transport: Link
+        if self._via_ssh:
+            assert self._settings.sftp_key_file and self._settings.sftp_known_hosts
+            transport, sftp = _sftp_openssh.connect(
+                self.endpoint,
+                self._known,
+                key_file=self._settings.sftp_key_file,
+                known_hosts=self._settings.sftp_known_hosts,
+                timeout=self._settings.sftp_timeout_s,
+            )
+        else:
+            transport, sftp = _sftp_connect.connect(
+                self.endpoint,
+                self._known,
+                pkey=self._pkey,
+                password=self._settings.sftp_password,
+                timeout=self._settings.sftp_timeout_s,
+            )
         try:
             write_size = _sftp_connect.write_request_size(sftp)
         except Exception as exc:
