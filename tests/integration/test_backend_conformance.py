@@ -485,20 +485,16 @@ def test_sftp_over_openssh_leaves_no_ssh_process_behind(sftp_server: sftp_fx.Sft
 
 
 def _ssh_children() -> list[int]:
-    """This process's ``ssh`` children still running (zombies excluded)."""
+    """The ``ssh`` processes this one started that still run (zombies excluded)."""
     found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
+    for pid in sftp_fx._children(os.getpid()):
         try:
             with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)
-            comm = fields[0].split("(", 1)[1]
-            state, ppid = fields[1].split()[:2]
-        except (OSError, IndexError):
+                head, tail = f.read().rsplit(")", 1)
+        except OSError:
             continue
-        if comm == "ssh" and int(ppid) == os.getpid() and state != "Z":
-            found.append(int(pid))
+        if head.split("(", 1)[1] == "ssh" and tail.split()[0] != "Z":
+            found.append(pid)
     return found
 
 

@@ -67,6 +67,16 @@ def load_private_key(path: str, passphrase: str | None = None) -> paramiko.PKey:
         raise ConfigError(f"SKYNET_SFTP_KEY_FILE: cannot load {path}{hint}: {exc}") from exc
 
 
+def pinned_keys(ep: Endpoint, known: paramiko.HostKeys) -> dict[str, paramiko.PKey]:
+    """The host keys known_hosts pins for ``ep``, by type; refused if there are none."""
+    pinned: dict[str, paramiko.PKey] = dict(known.lookup(ep.known_hosts_name) or {})
+    if not pinned:
+        raise RemoteRefused(
+            f"host key of {ep.known_hosts_name} is not in known_hosts; add it (ssh-keyscan -p {ep.port} {ep.host})"
+        )
+    return pinned
+
+
 def connect(
     ep: Endpoint,
     known: paramiko.HostKeys,
@@ -76,11 +86,7 @@ def connect(
     timeout: float,
 ) -> tuple[paramiko.Transport, paramiko.SFTPClient]:
     """An authenticated transport and an SFTP client on it, or a skynet error."""
-    pinned: dict[str, paramiko.PKey] = dict(known.lookup(ep.known_hosts_name) or {})
-    if not pinned:
-        raise RemoteRefused(
-            f"host key of {ep.known_hosts_name} is not in known_hosts; add it (ssh-keyscan -p {ep.port} {ep.host})"
-        )
+    pinned = pinned_keys(ep, known)
     try:
         sock = socket.create_connection((ep.host, ep.port), timeout=timeout)
     except OSError as exc:

@@ -29,7 +29,7 @@ from typing import IO
 import paramiko
 
 from skynet.common.errors import ConfigError, RemoteRefused, RemoteUnavailable
-from skynet.uploader.storage._sftp_connect import Endpoint
+from skynet.uploader.storage._sftp_connect import Endpoint, pinned_keys
 
 CIPHERS = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr,aes256-ctr"
 STDERR_LIMIT = 4096  # bytes of ssh's own error output kept for the error message
@@ -143,10 +143,7 @@ def connect(
     ep: Endpoint, known: paramiko.HostKeys, *, key_file: str, known_hosts: str, timeout: float
 ) -> tuple[SshPipe, paramiko.SFTPClient]:
     """An SFTP client on an ``ssh`` child, or a skynet error (the same ones as paramiko's transport)."""
-    if not known.lookup(ep.known_hosts_name):
-        raise RemoteRefused(
-            f"host key of {ep.known_hosts_name} is not in known_hosts; add it (ssh-keyscan -p {ep.port} {ep.host})"
-        )
+    pinned_keys(ep, known)  # refused before ssh starts, with the same message as paramiko's transport
     ours, theirs = socket.socketpair()
     stderr = tempfile.TemporaryFile()  # noqa: SIM115 (the pipe owns it and closes it)
     try:
