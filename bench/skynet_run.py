@@ -198,4 +198,4 @@ class SkynetRun:
                 raise RuntimeError(
                     f"only {len(got)}/{len(paths)} files done after {timeout:.0f}s:\n{self.stack.tail_logs()}"
                 )
-            time.sleep(0.005 if len(paths) == 1 else 0.05)
+            time.sleep(0.05)  # each poll is a request to the broker; the times come from the events

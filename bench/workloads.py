@@ -241,10 +241,7 @@ class Bench:
             for r in range(self.sizes.runs):
                 try:
                     name = f"big-{r}.bin"
-                    shutil.copyfile(data, staging / name)
-                    # The peers read a file that is already on disk: do not make skynet's upload
-                    # compete with the writeback of the copy just made (1 GiB of dirty pages).
-                    os.sync()
+                    stage_large(data, staging / name)
                     mark = sk.mark()
                     t0 = time.time()
                     os.rename(staging / name, sk.watch / name)  # appears complete, as the peers see it
@@ -482,8 +479,7 @@ class Bench:
         base = self.base(f"rss-{kind}")
         staging = base / "staging"
         staging.mkdir()
-        shutil.copyfile(data, staging / data.name)
-        os.sync()  # as for the large-file workload
+        stage_large(data, staging / data.name)
         try:
             with SkynetRun(self.env, remote, base, settle_ms=0) as sk:
                 mark = sk.mark()
@@ -494,6 +490,23 @@ class Bench:
                 log.info("%s → %s: VmHWM %.0f MiB", wl, kind, hwm)
         finally:
             remote.clear()
+
+
+def stage_large(data: Path, staged: Path) -> None:
+    """Put the large file beside the watched folder, ready to be renamed in whole.
+
+    A hard link, not a copy: skynet then reads the very file the peers read, already on disk and
+    in the page cache as it is for them. A copy had to be synced first (its gigabyte of dirty
+    pages, written back during skynet's upload, halved its rate), and the copy and the sync, made
+    only before skynet's runs, left the machine's memory in another state for skynet than for the
+    peers timed right after one another: the server (sshd, moto) then spent up to twice the CPU per
+    MiB, most of it in the kernel zeroing and filling fresh pages (bench/NOTES.md).
+    """
+    try:
+        os.link(data, staged)
+    except OSError:  # a filesystem without hard links: a copy, written back before it is timed
+        shutil.copyfile(data, staged)
+        os.sync()
 
 
 def _count(db: Path, sql: str) -> int:
