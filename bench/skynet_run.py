@@ -19,8 +19,8 @@ from typing import Any
 import pika
 
 from bench.env import BenchEnv, Remote
-from skynet.common.topology import EVENTS_EXCHANGE, EVENTS_QUEUE, PROGRESS_QUEUE
-from tests.e2e.harness import Proc, Stack
+from skynet.common.topology import EVENTS_QUEUE, PROGRESS_QUEUE
+from tests.e2e.harness import Proc, Stack, tap_queue
 
 SCAN_LINE = re.compile(r"scan \(start-up\) of '/': (\d+) files in ([0-9.]+)s")
 
@@ -57,10 +57,7 @@ class OutcomeTap:
     def start(self) -> OutcomeTap:
         self._conn = pika.BlockingConnection(pika.URLParameters(self._url))
         self._ch = self._conn.channel()
-        self._ch.exchange_declare(EVENTS_EXCHANGE, exchange_type="topic", durable=True)
-        self._queue = self._ch.queue_declare("", exclusive=True).method.queue
-        for key in self.KEYS:
-            self._ch.queue_bind(self._queue, EVENTS_EXCHANGE, routing_key=key)
+        self._queue = tap_queue(self._ch, self.KEYS)
         return self
 
     def stop(self) -> None:

@@ -203,6 +203,15 @@ class Stack:
         return "\n".join(out)
 
 
+def tap_queue(ch: Any, keys: tuple[str, ...]) -> str:
+    """An exclusive queue of this connection's, bound to the events exchange with ``keys``."""
+    ch.exchange_declare(EVENTS_EXCHANGE, exchange_type="topic", durable=True)
+    queue: str = ch.queue_declare("", exclusive=True).method.queue
+    for key in keys:
+        ch.queue_bind(queue, EVENTS_EXCHANGE, routing_key=key)
+    return queue
+
+
 class EventTap:
     """Collects every lifecycle event published on the events exchange of a vhost."""
 
@@ -223,10 +232,7 @@ class EventTap:
     def _run(self) -> None:
         conn = pika.BlockingConnection(pika.URLParameters(self._url))
         ch = conn.channel()
-        ch.exchange_declare(EVENTS_EXCHANGE, exchange_type="topic", durable=True)
-        q = ch.queue_declare("", exclusive=True).method.queue
-        for key in self._keys:
-            ch.queue_bind(q, EVENTS_EXCHANGE, routing_key=key)
+        q = tap_queue(ch, self._keys)
 
         def on_msg(_c: Any, _m: Any, _p: Any, body: bytes) -> None:
             with self._lock:
