@@ -1,0 +1,88 @@
+"""The event sink against the real broker: every event arrives, in order, sent in few batches."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pika
+
+from skynet.common.events import EventSink
+from skynet.common.messages import FileEvent
+from skynet.common.topology import EVENTS_QUEUE, Topology
+from tests.fixtures.broker import queue_depth
+
+
+def _declare(amqp_url: str, topology: Topology) -> None:
+    conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        topology.declare_events(conn.channel())
+    finally:
+        conn.close()
+
+
+def _read_events(amqp_url: str, n: int) -> list[dict[str, object]]:
+    conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        ch = conn.channel()
+        got = []
+        for method, _props, body in ch.consume(EVENTS_QUEUE, inactivity_timeout=5):
+            if method is None:
+                break
+            got.append(json.loads(body))
+            ch.basic_ack(method.delivery_tag)
+            if len(got) == n:
+                break
+        ch.cancel()
+        return got
+    finally:
+        conn.close()
+
+
+def _wait_depth(amqp_url: str, queue: str, n: int, timeout: float = 20.0) -> int:
+    deadline = time.monotonic() + timeout
+    depth = queue_depth(amqp_url, queue)
+    while depth < n and time.monotonic() < deadline:
+        time.sleep(0.05)
+        depth = queue_depth(amqp_url, queue)
+    return depth
+
+
+def test_a_burst_of_events_arrives_whole_in_order_in_a_few_confirmed_batches(amqp_url: str) -> None:
+    topology = Topology("sinktest")
+    _declare(amqp_url, topology)
+    sink = EventSink(amqp_url, topology, name="test-sink").start()
+    batches: list[int] = []
+    publish_many = sink._publisher.publish_many
+
+    def counting(messages):  # type: ignore[no-untyped-def]
+        batches.append(len(messages))
+        publish_many(messages)
+
+    sink._publisher.publish_many = counting  # type: ignore[method-assign]
+    try:
+        # A busy uploader: "started" and "done" for 300 small files, one file every millisecond.
+        for i in range(300):
+            for state in ("started", "done"):
+                sink.emit(FileEvent.make(state, source="sinktest", path=f"f{i:03d}.bin", size=i))
+            time.sleep(0.001)
+        assert _wait_depth(amqp_url, EVENTS_QUEUE, 600) == 600
+    finally:
+        sink.close()
+    events = _read_events(amqp_url, 600)
+    assert [(e["path"], e["state"]) for e in events] == [
+        (f"f{i:03d}.bin", state) for i in range(300) for state in ("started", "done")
+    ]
+    # The sink waits a moment for more before it publishes: the broker confirms them together
+    # (one round trip each) instead of one or two per publish.
+    assert sum(batches) == 600
+    assert len(batches) <= 30, batches
+
+
+def test_closing_sends_what_is_still_waiting(amqp_url: str) -> None:
+    sink = EventSink(amqp_url, Topology("sinktest"), name="test-sink", linger_s=60.0).start()
+    for i in range(50):
+        sink.emit(FileEvent.make("done", source="sinktest", path=f"f{i}.bin", size=i))
+    time.sleep(0.2)  # the sink is waiting for more
+    sink.close(timeout=10.0)  # a stop cuts the wait short
+    assert queue_depth(amqp_url, EVENTS_QUEUE) == 50
