@@ -87,3 +87,13 @@ def test_an_unknown_sftp_client_is_refused_naming_the_variable(monkeypatch: pyte
         load_settings(UploaderSettings)
     monkeypatch.setenv("SKYNET_SFTP_CLIENT", "paramiko")
     assert load_settings(UploaderSettings).backend_settings().sftp_client == "paramiko"
+
+
+def test_the_event_linger_is_checked_and_zero_means_at_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SKYNET_WATCH_DIR", str(tmp_path))
+    assert load_settings(WatcherSettings).event_linger_ms == 25
+    monkeypatch.setenv("SKYNET_EVENT_LINGER_MS", "-5")
+    with pytest.raises(ConfigError, match="SKYNET_EVENT_LINGER_MS"):
+        load_settings(WatcherSettings)
+    monkeypatch.setenv("SKYNET_EVENT_LINGER_MS", "0")
+    assert load_settings(WatcherSettings).event_linger_ms == 0

@@ -57,6 +57,8 @@ class BrokerSettings(BaseServiceSettings):
     progress_queue_max: int = Field(default=10_000, ge=10)
     heartbeat_s: int = Field(default=30, ge=0, le=600)
     amqp_ca_file: str | None = None
+    # how long the event sink waits for more lifecycle events before publishing a batch
+    event_linger_ms: int = Field(default=25, ge=0, le=1000)
 
     @field_validator("amqp_url")
     @classmethod

@@ -81,7 +81,9 @@ def run(settings: UploaderSettings) -> None:
         return factory(settings.target, backend_settings)
 
     probe = open_backend()
-    sink = EventSink(url, topology, name=name, ca_file=settings.amqp_ca_file).start()
+    sink = EventSink(
+        url, topology, name=name, ca_file=settings.amqp_ca_file, linger_s=settings.event_linger_ms / 1000
+    ).start()
 
     def emit(event: FileEvent) -> None:
         sink.emit(event)

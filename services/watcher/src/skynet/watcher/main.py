@@ -32,7 +32,9 @@ def run(settings: WatcherSettings) -> None:
     topology = Topology(settings.source, settings.queue_type, settings.retry_delays_s, settings.progress_queue_max)
     name = f"watcher-{settings.worker_id}"
     store = Store(settings.resolved_state_dir)
-    sink = EventSink(url, topology, name=name, ca_file=settings.amqp_ca_file).start()
+    sink = EventSink(
+        url, topology, name=name, ca_file=settings.amqp_ca_file, linger_s=settings.event_linger_ms / 1000
+    ).start()
 
     def emit(event: FileEvent) -> None:
         sink.emit(event)
