@@ -281,8 +281,9 @@ def test_a_message_that_cannot_succeed_is_dead_lettered_with_its_reason_and_requ
         assert int(str(headers.get(HEADER_ATTEMPTS))) >= 1
         # The dead letter can come first (a refusal is not retried): the good file is still owed.
         wait_for(lambda: (sftp_target.local_dir / "fine.txt").exists(), 30, what="fine.txt despite the bad file")
-        failed = tap.of("failed", "blocked/inside.txt")
-        assert failed and "not a folder" in str(failed[-1].get("reason"))
+        # The event comes on the uploader's event connection, the dead letter on its consumer's.
+        failed = wait_for(lambda: tap.of("failed", "blocked/inside.txt"), 10, what="the refused file's failed event")
+        assert isinstance(failed, list) and "not a folder" in str(failed[-1].get("reason"))
 
         (sftp_target.local_dir / "blocked").unlink()  # the operator fixes the remote
         assert requeue_dead(amqp_url, "default") == 1

@@ -86,3 +86,38 @@ def test_closing_sends_what_is_still_waiting(amqp_url: str) -> None:
     time.sleep(0.2)  # the sink is waiting for more
     sink.close(timeout=10.0)  # a stop cuts the wait short
     assert queue_depth(amqp_url, EVENTS_QUEUE) == 50
+
+
+def _arrival_s(amqp_url: str, n: int, since: float) -> float:
+    """Seconds from ``since`` until ``n`` events wait in the events queue (60 at most)."""
+    _wait_depth(amqp_url, EVENTS_QUEUE, n, timeout=60.0)
+    return time.monotonic() - since
+
+
+def test_a_file_now_and_then_is_told_at_once_and_a_failure_is_never_held_back(amqp_url: str) -> None:
+    topology = Topology("sinktest")
+    _declare(amqp_url, topology)
+    # A linger far longer than the test may wait: only events that skip it can arrive in time.
+    sink = EventSink(amqp_url, topology, name="test-sink", linger_s=60.0).start()
+    try:
+        t0 = time.monotonic()
+        sink.emit(FileEvent.make("started", source="sinktest", path="alone.bin", size=1))
+        time.sleep(0.005)
+        sink.emit(FileEvent.make("done", source="sinktest", path="alone.bin", size=1))
+        assert _arrival_s(amqp_url, 2, t0) < 20, "a lone file's events waited for more"
+        # A busy spell: events now linger... until one says something went wrong.
+        t1 = time.monotonic()
+        for i in range(20):
+            sink.emit(FileEvent.make("done", source="sinktest", path=f"busy{i:02d}.bin", size=1))
+            time.sleep(0.001)
+        sink.emit(FileEvent.make("failed", source="sinktest", path="bad.bin", reason="refused"))
+        assert _arrival_s(amqp_url, 23, t1) < 20, "a failure waited for the linger"
+    finally:
+        sink.close()
+    events = _read_events(amqp_url, 23)
+    assert [(e["path"], e["state"]) for e in events] == [
+        ("alone.bin", "started"),
+        ("alone.bin", "done"),
+        *[(f"busy{i:02d}.bin", "done") for i in range(20)],
+        ("bad.bin", "failed"),
+    ]

@@ -5,11 +5,14 @@
 (lifecycle events are kept up to ``max_buffer``; progress ticks are dropped first) and are sent
 when it returns. A broken event path never stops files from moving.
 
-Events are sent in batches: once one is waiting, the sink lingers ``linger_s`` (25 ms by default)
-for more before it publishes, so a busy uploader sends a few dozen events per round trip and
-confirm instead of one or two. The broker's cost per message falls by half or more that way, and
-on a small machine that CPU goes to the transfers (bench/NOTES.md). The time an event describes is
-its ``created_at``, taken when it is emitted, so lingering moves no figure, only when it is seen.
+Events are sent in batches. While they come fast (``LINGER_MIN_EVENTS`` or more within the last
+tenth of a second: a busy uploader), the sink lingers ``linger_s`` (25 ms by default) for more
+before it publishes, so it sends a few dozen events per round trip and confirm instead of one or
+two: the broker's cost per message falls by half or more, and on a small machine that CPU goes to
+the transfers (bench/NOTES.md). At a slower pace (a file now and then), and for any event that
+says something went wrong (failed, dead, held), events go out at once. The time an event
+describes is its ``created_at``, taken when it is emitted, so lingering moves no figure, only
+when it is seen.
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ from skynet.common.topology import EVENTS_EXCHANGE, Topology
 log = logging.getLogger(__name__)
 
 BATCH_MAX = 500  # events per publish: the broker confirms them together
+URGENT_STATES = frozenset({"failed", "dead", "held"})  # never held back by the linger
+RATE_WINDOW_S = 0.1
+LINGER_MIN_EVENTS = 8  # events taken within RATE_WINDOW_S before the sink starts to linger
 
 
 class EventSink:
@@ -49,6 +55,9 @@ class EventSink:
         self._max = max_buffer
         self._linger = linger_s
         self._lingering = False
+        self._urgent = False
+        self._window_start = float("-inf")  # monotonic; events taken since then: _window_count
+        self._window_count = 0
         self._cond = threading.Condition()
         self._stop = False
         self._dropped = 0
@@ -70,7 +79,9 @@ class EventSink:
                 return
             else:
                 self._buffer.append(event)
-            if not self._lingering or len(self._buffer) >= BATCH_MAX:
+                if isinstance(event, FileEvent) and event.state in URGENT_STATES:
+                    self._urgent = True
+            if not self._lingering or self._urgent or len(self._buffer) >= BATCH_MAX:
                 self._cond.notify()
 
     def close(self, timeout: float = 5.0) -> None:
@@ -93,19 +104,26 @@ class EventSink:
                 self._cond.wait(1.0)
                 if not self._buffer and not self._progress:
                     return [], self._stop
-            # Linger for more; emit wakes this thread only for a full batch or a stop.
-            self._lingering = True
-            until = time.monotonic() + self._linger
-            while not self._stop and len(self._buffer) < BATCH_MAX:
-                left = until - time.monotonic()
-                if left <= 0:
-                    break
-                self._cond.wait(left)
-            self._lingering = False
+            now = time.monotonic()
+            if now - self._window_start >= RATE_WINDOW_S:
+                self._window_start, self._window_count = now, 0
+            if self._window_count >= LINGER_MIN_EVENTS:
+                # Events come fast: linger for more. emit wakes this thread only for a full
+                # batch, an urgent event or a stop.
+                self._lingering = True
+                until = now + self._linger
+                while not self._stop and not self._urgent and len(self._buffer) < BATCH_MAX:
+                    left = until - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+                self._lingering = False
+            self._urgent = False
             batch: list[FileEvent | WorkerHeartbeat] = list(self._progress.values())
             self._progress.clear()
             while self._buffer and len(batch) < BATCH_MAX:
                 batch.append(self._buffer.popleft())
+            self._window_count += len(batch)
             return batch, self._stop
 
     def _requeue(self, batch: list[FileEvent | WorkerHeartbeat]) -> None:
