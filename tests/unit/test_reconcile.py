@@ -93,6 +93,23 @@ def test_deletes_apply_only_in_mirror_mode(tmp_path: Path) -> None:
         assert ("gone.txt" in rig.store.files) is (not mirror)
 
 
+def test_a_stale_hint_for_a_file_gone_since_leaves_the_delete_to_the_watcher(tmp_path: Path) -> None:
+    # The watcher holds a burst of deletes over its threshold; an action queued while the file
+    # was still there must not delete it behind the watcher's back.
+    rig = Rig(tmp_path, mirror=True)
+    (tmp_path / "kept.txt").write_text("x")
+    hint = PathChanged(source="default", path="kept.txt", generation=gen(tmp_path / "kept.txt"))
+    assert rig.send(hint) == "ack"
+    (tmp_path / "kept.txt").unlink()
+    assert rig.send(hint.model_copy(update={"id": "second"})) == "ack"
+    assert "kept.txt" in rig.store.files
+    assert rig.states("kept.txt")[-1] == "skipped"
+    # The watcher's own delete (no generation: "it is gone") is applied.
+    assert rig.send(PathChanged(source="default", path="kept.txt")) == "ack"
+    assert "kept.txt" not in rig.store.files
+    assert rig.states("kept.txt")[-1] == "deleted"
+
+
 def test_a_rename_moves_on_the_remote_without_sending_bytes(tmp_path: Path) -> None:
     rig = Rig(tmp_path)
     (tmp_path / "old.bin").write_bytes(b"x" * 100_000)

@@ -259,6 +259,13 @@ class Reconciler:
             if decision is Decision.KEEP:
                 self.event("skipped", path, reason="deleted locally; kept on the remote (delete mode keep)")
                 return
+            if decision is Decision.DELETE and hinted and not confirmed:
+                # The action said the file was there: it went since. Whether its delete may be
+                # applied is the watcher's call (a burst of deletes over the threshold is held),
+                # and the watcher sends that delete as an action of its own.
+                log.info("%r is gone locally since it was queued; its delete is left to the watcher", path)
+                self.event("skipped", path, reason="gone locally since it was queued; the watcher sends its delete")
+                return
             if decision is Decision.DELETE:
                 if not self.folder.root_ok():
                     if not confirmed:
