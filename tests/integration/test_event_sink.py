@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 import pika
@@ -10,7 +9,7 @@ import pika
 from skynet.common.events import EventSink
 from skynet.common.messages import FileEvent
 from skynet.common.topology import EVENTS_QUEUE, Topology
-from tests.fixtures.broker import queue_depth
+from tests.fixtures.broker import drain_json, queue_depth
 from tests.fixtures.common import wait_for
 
 
@@ -18,24 +17,6 @@ def _declare(amqp_url: str, topology: Topology) -> None:
     conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
     try:
         topology.declare_events(conn.channel())
-    finally:
-        conn.close()
-
-
-def _read_events(amqp_url: str, n: int) -> list[dict[str, object]]:
-    conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
-    try:
-        ch = conn.channel()
-        got = []
-        for method, _props, body in ch.consume(EVENTS_QUEUE, inactivity_timeout=5):
-            if method is None:
-                break
-            got.append(json.loads(body))
-            ch.basic_ack(method.delivery_tag)
-            if len(got) == n:
-                break
-        ch.cancel()
-        return got
     finally:
         conn.close()
 
@@ -67,7 +48,7 @@ def test_a_burst_of_events_arrives_whole_in_order_in_a_few_confirmed_batches(amq
         assert queue_depth(amqp_url, EVENTS_QUEUE) == 600
     finally:
         sink.close()
-    events = _read_events(amqp_url, 600)
+    events = drain_json(amqp_url, EVENTS_QUEUE)
     assert [(e["path"], e["state"]) for e in events] == [
         (f"f{i:03d}.bin", state) for i in range(300) for state in ("started", "done")
     ]
@@ -104,7 +85,7 @@ def test_a_file_now_and_then_is_told_at_once_and_a_failure_is_never_held_back(am
         _wait_events(amqp_url, 23, "a busy spell's, flushed by a failure")
     finally:
         sink.close()
-    events = _read_events(amqp_url, 23)
+    events = drain_json(amqp_url, EVENTS_QUEUE)
     assert [(e["path"], e["state"]) for e in events] == [
         ("alone.bin", "started"),
         ("alone.bin", "done"),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import threading
 import time
@@ -16,25 +15,12 @@ from skynet.common.topology import Topology, actions_queue
 from skynet.watcher.pump import OutboxPump
 from skynet.watcher.store import Store
 from tests.e2e.harness import EventTap, NoRemote, Stack
-from tests.fixtures.broker import queue_depth
+from tests.fixtures.broker import drain_json, queue_depth
 from tests.fixtures.common import wait_for, write_old_files
 
 
 def drain_actions(url: str, source: str = "default") -> list[dict[str, object]]:
-    conn = pika.BlockingConnection(pika.URLParameters(url))
-    try:
-        ch = conn.channel()
-        out = []
-        while True:
-            try:
-                method, _props, body = ch.basic_get(actions_queue(source), auto_ack=True)
-            except pika.exceptions.ChannelClosedByBroker:
-                return out
-            if method is None:
-                return out
-            out.append(json.loads(body))
-    finally:
-        conn.close()
+    return drain_json(url, actions_queue(source))
 
 
 def test_a_file_already_open_for_writing_when_the_watcher_starts_waits_for_its_close(
