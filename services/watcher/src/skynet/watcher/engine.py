@@ -26,7 +26,7 @@ from skynet.watcher.coalescer import Coalescer
 from skynet.watcher.discovered import Discovered, Found
 from skynet.watcher.filters import IgnoreRules
 from skynet.watcher.observer import RawEvent
-from skynet.watcher.scanner import GenTuple, Skipped, gen_of, walk
+from skynet.watcher.scanner import GenTuple, gen_of, walk
 from skynet.watcher.settings import WatcherSettings
 from skynet.watcher.store import Action, Pending, Store
 from skynet.watcher.writers import open_for_writing
@@ -552,14 +552,13 @@ class Engine:
         seen: set[str] = set()
         batch: list[tuple[str, GenTuple]] = []
         count = 0
-        for item in walk(self.root, self.rules, req.under):
-            if isinstance(item, Skipped):
-                self._skip(item.path, item.reason)
-                continue
-            rel, gen = item
-            seen.add(rel)
-            count += 1
-            batch.append((rel, gen))
+        for listing in walk(self.root, self.rules, req.under):
+            for skipped in listing.skipped:
+                self._skip(skipped.path, skipped.reason)
+            found = listing.found
+            seen.update(rel for rel, _gen in found)
+            count += len(found)
+            batch += found
             if len(batch) >= SCAN_BATCH:
                 self._hand_over(ScanBatch(batch))
                 batch = []

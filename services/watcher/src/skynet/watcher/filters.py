@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 DEFAULT_IGNORES: tuple[str, ...] = (
     "*.tmp",
@@ -44,12 +44,16 @@ class IgnoreRules:
         path_globs = [g.strip("/") for g in globs if "/" in g]
         self._path_re = re.compile("|".join(fnmatch.translate(g) for g in path_globs)) if path_globs else None
 
-    def ignored_entry(self, rel: str, name: str) -> bool:
-        """:meth:`ignored` for ``rel`` (whose last component is ``name``) when its parent folder
-        is already known not to be ignored: a walk checks each component once, not per path."""
-        if self._name_re.match(name):
-            return True
-        return self._path_re is not None and self._path_re.match(rel) is not None
+    def ignored_names(self, names: list[str]) -> set[str]:
+        """The names of one folder listing that a basename glob matches (one pass, no Python
+        call per name); a walk that already knows the folder itself is not ignored needs only
+        these and :attr:`path_match`."""
+        return set(filter(self._name_re.match, names))
+
+    @property
+    def path_match(self) -> Callable[[str], object] | None:
+        """Matches a whole relative path against the globs that hold a ``/``; None without any."""
+        return self._path_re.match if self._path_re is not None else None
 
     def ignored(self, rel: str) -> bool:
         if not rel:
