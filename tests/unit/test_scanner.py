@@ -62,3 +62,28 @@ def test_a_walk_below_a_folder_reports_paths_from_the_root(tmp_path: Path) -> No
     found, _ = _walk(tmp_path, IgnoreRules(), "a")
     assert list(found) == ["a/b/f.bin"]
     assert _walk(tmp_path, IgnoreRules(["a"]), "a") == ({}, {})
+
+
+def test_a_folder_that_became_a_symlink_is_not_followed_out_of_the_tree(tmp_path: Path) -> None:
+    """A scan asked for below ``sub`` (a new folder an event reported) that finds a symlink there
+    by the time it lists it: the link is reported, and nothing outside the tree is read."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.bin").write_bytes(b"s")
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "sub").symlink_to(outside)
+    found, skipped = _walk(root, IgnoreRules(), "sub")
+    assert found == {}
+    assert skipped == {"sub": SYMLINK}
+
+
+def test_a_watched_root_that_is_itself_a_symlink_is_walked(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    (real / "d").mkdir(parents=True)
+    (real / "d" / "f.bin").write_bytes(b"1")
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    found, skipped = _walk(link, IgnoreRules())
+    assert list(found) == ["d/f.bin"]
+    assert skipped == {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import operator
 import os
@@ -51,7 +52,8 @@ def walk(root: str, rules: IgnoreRules, under: str = "") -> Iterator[Listing]:
 
     Cost per entry is kept to what ``find`` pays plus one ``stat`` per regular file: each name is
     checked once (its folder was checked when the walk went into it), the entry type comes from
-    the directory listing, folders are not stat'ed, and the ignore rules run over a folder's
+    the directory listing, folders are not stat'ed, files are stat'ed through their folder's
+    descriptor (:func:`_open_folder`), and the ignore rules run over a folder's
     names in one pass. Handing over a folder at a time, not a file, spares a generator round
     trip per file (200,000 of them at a start-up scan).
 
@@ -76,57 +78,89 @@ def walk(root: str, rules: IgnoreRules, under: str = "") -> Iterator[Listing]:
         full_dir = os.path.join(root, *rel_dir.split("/")) if rel_dir else root
         found: list[tuple[str, GenTuple]] = []
         skipped: list[Skipped] = []
+        folders: list[str] = []
         try:
-            with os.scandir(full_dir) as it:
-                entries = list(it)
+            handle = _open_folder(full_dir, follow=not rel_dir)  # the root itself may be a link
         except FileNotFoundError:
             continue
-        except OSError as exc:
-            yield Listing(found, [Skipped(rel_dir, f"cannot list folder: {exc.strerror or exc}")])
+        except OSError as exc:  # a link now (ELOOP, or ENOTDIR with O_DIRECTORY), a file, unreadable
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR) and os.path.islink(full_dir):
+                yield Listing(found, [Skipped(rel_dir, SYMLINK)])
+            elif exc.errno != errno.ENOTDIR:  # a file now is reported by its own events
+                yield Listing(found, [Skipped(rel_dir, f"cannot list folder: {exc.strerror or exc}")])
             continue
-        entries.sort(key=_name)
-        names = [entry.name for entry in entries]
-        ignored = rules.ignored_names(names)
-        checked = plain_names(rel_dir, names)  # one check per folder
-        prefix = f"{rel_dir}/" if rel_dir else ""
-        folders: list[str] = []
-        for entry in entries:
-            name = entry.name
-            if checked:
-                rel = prefix + name
-            else:
+        try:
+            with os.scandir(handle) as it:
+                entries = list(it)
+            entries.sort(key=_name)
+            names = [entry.name for entry in entries]
+            ignored = rules.ignored_names(names)
+            checked = plain_names(rel_dir, names)  # one check per folder
+            prefix = f"{rel_dir}/" if rel_dir else ""
+            for entry in entries:
+                name = entry.name
+                if checked:
+                    rel = prefix + name
+                else:
+                    try:
+                        rel = validate_child(rel_dir, name)
+                    except InvalidPath as exc:
+                        skipped.append(Skipped(_shown(prefix + name), exc.reason))
+                        continue
+                if (ignored and name in ignored) or (path_match is not None and path_match(rel)):
+                    continue
                 try:
-                    rel = validate_child(rel_dir, name)
-                except InvalidPath as exc:
-                    skipped.append(Skipped(_shown(prefix + name), exc.reason))
+                    if entry.is_dir(follow_symlinks=False):  # the type comes from the listing
+                        folders.append(rel)
+                        continue
+                    if entry.is_symlink():
+                        skipped.append(Skipped(rel, SYMLINK))
+                        continue
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
                     continue
-            if (ignored and name in ignored) or (path_match is not None and path_match(rel)):
-                continue
-            try:
-                if entry.is_dir(follow_symlinks=False):  # the type comes from the listing
+                except OSError as exc:
+                    skipped.append(Skipped(rel, f"cannot stat: {exc.strerror or exc}"))
+                    continue
+                mode = st.st_mode
+                if s_isreg(mode):
+                    found.append((rel, (st.st_size, st.st_mtime_ns, st.st_ino)))
+                elif s_isdir(mode):  # replaced by a folder since the listing
                     folders.append(rel)
-                    continue
-                if entry.is_symlink():
+                elif s_islnk(mode):
                     skipped.append(Skipped(rel, SYMLINK))
-                    continue
-                st = entry.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            except OSError as exc:
-                skipped.append(Skipped(rel, f"cannot stat: {exc.strerror or exc}"))
-                continue
-            mode = st.st_mode
-            if s_isreg(mode):
-                found.append((rel, (st.st_size, st.st_mtime_ns, st.st_ino)))
-            elif s_isdir(mode):  # replaced by a folder since the listing
-                folders.append(rel)
-            elif s_islnk(mode):
-                skipped.append(Skipped(rel, SYMLINK))
-            else:
-                skipped.append(Skipped(rel, "not a regular file (FIFO, socket or device): never opened"))
+                else:
+                    skipped.append(Skipped(rel, "not a regular file (FIFO, socket or device): never opened"))
+        except FileNotFoundError:  # removed while listed (only where folders are listed by path)
+            pass
+        except OSError as exc:  # the listing itself failed
+            skipped.append(Skipped(rel_dir, f"cannot list folder: {exc.strerror or exc}"))
+        finally:
+            if isinstance(handle, int):
+                os.close(handle)
         stack.extend(reversed(folders))  # popped in name order
         if found or skipped:
             yield Listing(found, skipped)
+
+
+# Listing through a folder descriptor needs scandir(fd), O_DIRECTORY and O_NOFOLLOW: Linux and
+# macOS have them; Windows lists by path.
+_BY_DESCRIPTOR = os.scandir in os.supports_fd and hasattr(os, "O_DIRECTORY") and hasattr(os, "O_NOFOLLOW")
+_FOLDER_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def _open_folder(full_dir: str, follow: bool) -> int | str:
+    """What to list ``full_dir`` through: an open descriptor where the OS allows it, else the path.
+
+    Listed through a descriptor, each entry's ``stat`` resolves one name relative to the folder
+    instead of the whole path again (``fstatat``, as ``find`` does): listing and stat'ing the
+    bench's 200,000-file tree took 0.53-0.54 s that way against 0.62-0.63 s by path. And unless
+    ``follow``, a folder that was swapped for a symlink since its parent was listed fails to
+    open (``ELOOP``) instead of being followed out of the watched tree.
+    """
+    if not _BY_DESCRIPTOR:
+        return full_dir
+    return os.open(full_dir, _FOLDER_FLAGS if follow else _FOLDER_FLAGS | os.O_NOFOLLOW)
 
 
 def _shown(rel: str) -> str:
