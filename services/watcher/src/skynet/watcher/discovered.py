@@ -18,9 +18,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable
 
-from skynet.watcher.scanner import GenTuple
-
-Found = tuple[str, GenTuple]
+from skynet.watcher.scanner import Found, GenTuple
 
 
 class Discovered:

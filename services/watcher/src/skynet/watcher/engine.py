@@ -23,10 +23,10 @@ from skynet.common.errors import InvalidPath
 from skynet.common.messages import FileEvent, FileState, Generation, PathChanged, PathMoved, encode_changed
 from skynet.common.paths import local_path, rel_path_from_fs
 from skynet.watcher.coalescer import Coalescer
-from skynet.watcher.discovered import Discovered, Found
+from skynet.watcher.discovered import Discovered
 from skynet.watcher.filters import IgnoreRules
 from skynet.watcher.observer import RawEvent
-from skynet.watcher.scanner import GenTuple, gen_of, walk
+from skynet.watcher.scanner import Found, GenTuple, gen_of, walk
 from skynet.watcher.settings import WatcherSettings
 from skynet.watcher.store import Action, Pending, Store
 from skynet.watcher.writers import open_for_writing

@@ -24,8 +24,9 @@ from skynet.common.broker import Outgoing, Publisher, backoff_delays
 from skynet.common.errors import BrokerUnavailable
 from skynet.common.messages import FileEvent, PathChanged, PathMoved, encode_changed, new_id
 from skynet.common.topology import ACTIONS_EXCHANGE
-from skynet.watcher.discovered import Discovered, Found
+from skynet.watcher.discovered import Discovered
 from skynet.watcher.engine import EmitFn
+from skynet.watcher.scanner import Found
 from skynet.watcher.store import OutboxRow, Store
 
 log = logging.getLogger(__name__)

@@ -17,6 +17,7 @@ from skynet.watcher.filters import IgnoreRules
 log = logging.getLogger(__name__)
 
 GenTuple = tuple[int, int, int]  # (size, mtime_ns, inode): the in-memory form of a Generation
+Found = tuple[str, GenTuple]  # a regular file's wire path and generation
 
 
 SYMLINK = "symlink: not followed (skynet never follows links)"
@@ -32,7 +33,7 @@ class Skipped:
 class Listing:
     """What a walk found in one folder."""
 
-    found: list[tuple[str, GenTuple]]
+    found: list[Found]
     skipped: list[Skipped]
 
 
@@ -70,77 +71,82 @@ def walk(root: str, rules: IgnoreRules, under: str = "") -> Iterator[Listing]:
             return
         if rules.ignored(under):
             return
-    s_isreg, s_isdir, s_islnk = stat.S_ISREG, stat.S_ISDIR, stat.S_ISLNK
-    path_match = rules.path_match
     stack = [under]
     while stack:
         rel_dir = stack.pop()
         full_dir = os.path.join(root, *rel_dir.split("/")) if rel_dir else root
-        found: list[tuple[str, GenTuple]] = []
-        skipped: list[Skipped] = []
-        folders: list[str] = []
         try:
             handle = _open_folder(full_dir, follow=not rel_dir)  # the root itself may be a link
         except FileNotFoundError:
             continue
         except OSError as exc:  # a link now (ELOOP, or ENOTDIR with O_DIRECTORY), a file, unreadable
             if exc.errno in (errno.ELOOP, errno.ENOTDIR) and os.path.islink(full_dir):
-                yield Listing(found, [Skipped(rel_dir, SYMLINK)])
+                yield Listing([], [Skipped(rel_dir, SYMLINK)])
             elif exc.errno != errno.ENOTDIR:  # a file now is reported by its own events
-                yield Listing(found, [Skipped(rel_dir, f"cannot list folder: {exc.strerror or exc}")])
+                yield Listing([], [Skipped(rel_dir, f"cannot list folder: {exc.strerror or exc}")])
             continue
         try:
-            with os.scandir(handle) as it:
-                entries = list(it)
-            entries.sort(key=_name)
-            names = [entry.name for entry in entries]
-            ignored = rules.ignored_names(names)
-            checked = plain_names(rel_dir, names)  # one check per folder
-            prefix = f"{rel_dir}/" if rel_dir else ""
-            for entry in entries:
-                name = entry.name
-                if checked:
-                    rel = prefix + name
-                else:
-                    try:
-                        rel = validate_child(rel_dir, name)
-                    except InvalidPath as exc:
-                        skipped.append(Skipped(_shown(prefix + name), exc.reason))
-                        continue
-                if (ignored and name in ignored) or (path_match is not None and path_match(rel)):
-                    continue
-                try:
-                    if entry.is_dir(follow_symlinks=False):  # the type comes from the listing
-                        folders.append(rel)
-                        continue
-                    if entry.is_symlink():
-                        skipped.append(Skipped(rel, SYMLINK))
-                        continue
-                    st = entry.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                except OSError as exc:
-                    skipped.append(Skipped(rel, f"cannot stat: {exc.strerror or exc}"))
-                    continue
-                mode = st.st_mode
-                if s_isreg(mode):
-                    found.append((rel, (st.st_size, st.st_mtime_ns, st.st_ino)))
-                elif s_isdir(mode):  # replaced by a folder since the listing
-                    folders.append(rel)
-                elif s_islnk(mode):
-                    skipped.append(Skipped(rel, SYMLINK))
-                else:
-                    skipped.append(Skipped(rel, "not a regular file (FIFO, socket or device): never opened"))
-        except FileNotFoundError:  # removed while listed (only where folders are listed by path)
-            pass
-        except OSError as exc:  # the listing itself failed
-            skipped.append(Skipped(rel_dir, f"cannot list folder: {exc.strerror or exc}"))
+            found, skipped, folders = _read_folder(handle, rel_dir, rules)
         finally:
             if isinstance(handle, int):
                 os.close(handle)
         stack.extend(reversed(folders))  # popped in name order
         if found or skipped:
             yield Listing(found, skipped)
+
+
+def _read_folder(handle: int | str, rel_dir: str, rules: IgnoreRules) -> tuple[list[Found], list[Skipped], list[str]]:
+    """One folder's regular files, what it skipped, and its subfolders, each in name order."""
+    found: list[Found] = []
+    skipped: list[Skipped] = []
+    folders: list[str] = []
+    try:
+        with os.scandir(handle) as it:
+            entries = sorted(it, key=_name)
+    except FileNotFoundError:  # removed while listed (only where folders are listed by path)
+        return found, skipped, folders
+    except OSError as exc:
+        skipped.append(Skipped(rel_dir, f"cannot list folder: {exc.strerror or exc}"))
+        return found, skipped, folders
+    names = [entry.name for entry in entries]
+    ignored = rules.ignored_names(names)
+    path_match = rules.path_match
+    checked = plain_names(rel_dir, names)  # one check per folder
+    prefix = f"{rel_dir}/" if rel_dir else ""
+    for entry in entries:
+        name = entry.name
+        if checked:
+            rel = prefix + name
+        else:
+            try:
+                rel = validate_child(rel_dir, name)
+            except InvalidPath as exc:
+                skipped.append(Skipped(_shown(prefix + name), exc.reason))
+                continue
+        if (ignored and name in ignored) or (path_match is not None and path_match(rel)):
+            continue
+        try:
+            if entry.is_dir(follow_symlinks=False):  # the type comes from the listing
+                folders.append(rel)
+                continue
+            if entry.is_symlink():
+                skipped.append(Skipped(rel, SYMLINK))
+                continue
+            st = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            skipped.append(Skipped(rel, f"cannot stat: {exc.strerror or exc}"))
+            continue
+        if stat.S_ISREG(st.st_mode):
+            found.append((rel, gen_of(st)))
+        elif stat.S_ISDIR(st.st_mode):  # replaced by a folder since the listing
+            folders.append(rel)
+        elif stat.S_ISLNK(st.st_mode):
+            skipped.append(Skipped(rel, SYMLINK))
+        else:
+            skipped.append(Skipped(rel, "not a regular file (FIFO, socket or device): never opened"))
+    return found, skipped, folders
 
 
 # Listing through a folder descriptor needs scandir(fd), O_DIRECTORY and O_NOFOLLOW: Linux and
