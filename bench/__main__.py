@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0] if __doc__ else None)
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="smoke run: small sizes, one run each (< 3 min)")
-    mode.add_argument("--full", action="store_true", help="the figures: 10,000 files, 4 GiB, 3 runs each")
+    mode.add_argument("--full", action="store_true", help="the figures: 10,000 files, 4 GiB, 3 runs each (5 on S3)")
     p.add_argument("--only", default=",".join(WORKLOADS), help=f"comma-separated subset of {','.join(WORKLOADS)}")
     p.add_argument("--kinds", default="sftp,s3", help="remotes to measure: sftp,s3")
     p.add_argument("--out", type=Path, default=HERE / "RESULTS.md")

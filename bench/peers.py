@@ -12,6 +12,7 @@ import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import boto3
 import paramiko
@@ -23,7 +24,8 @@ from bench.env import BenchEnv, Remote
 RCLONE = "/usr/bin/rclone"
 
 
-def _rclone_base(env: BenchEnv, remote: Remote, work: Path) -> tuple[list[str], str]:
+def _rclone_base(env: BenchEnv, remote: Remote, work: Path, via: Any = None) -> tuple[list[str], str]:
+    """rclone's command line for ``remote``; ``via``: a proxy (``.port``/``.url``) to reach the server through."""
     conf = work / "rclone.conf"
     conf.touch()
     base = [RCLONE, "--config", str(conf), "-q", "--retries", "1"]
@@ -34,13 +36,13 @@ def _rclone_base(env: BenchEnv, remote: Remote, work: Path) -> tuple[list[str], 
             "--sftp-host",
             env.sshd.host,
             "--sftp-port",
-            str(env.sshd.port),
+            str(via.port if via is not None else env.sshd.port),
             "--sftp-user",
             env.sshd.user,
             "--sftp-key-file",
             env.sshd.key_file,
             "--sftp-known-hosts-file",
-            env.sshd.known_hosts,
+            env.sshd.known_hosts if via is None else env.sshd.known_hosts_for(via.port),
         ]
         return base, f":sftp:{t.local_dir}"
     assert remote.s3 is not None and env.moto is not None
@@ -48,7 +50,7 @@ def _rclone_base(env: BenchEnv, remote: Remote, work: Path) -> tuple[list[str], 
         "--s3-provider",
         "Other",
         "--s3-endpoint",
-        env.moto.endpoint_url,
+        env.moto.endpoint_url if via is None else via.url,
         "--s3-access-key-id",
         "testing",
         "--s3-secret-access-key",
@@ -61,9 +63,16 @@ def _rclone_base(env: BenchEnv, remote: Remote, work: Path) -> tuple[list[str], 
 
 
 def rclone_copy(
-    env: BenchEnv, remote: Remote, src: Path, work: Path, *, transfers: int, extra: tuple[str, ...] = ()
+    env: BenchEnv,
+    remote: Remote,
+    src: Path,
+    work: Path,
+    *,
+    transfers: int,
+    extra: tuple[str, ...] = (),
+    via: Any = None,
 ) -> float:
-    base, dest = _rclone_base(env, remote, work)
+    base, dest = _rclone_base(env, remote, work, via)
     one = [*base, "copyto", str(src), f"{dest}/{src.name}"]
     cmd = one if src.is_file() else [*base, "copy", str(src), dest]
     cmd += ["--transfers", str(transfers), *extra]
@@ -93,11 +102,11 @@ def _files(src: Path) -> list[Path]:
     return out
 
 
-def _s3_client(env: BenchEnv, pool: int) -> object:
+def _s3_client(env: BenchEnv, pool: int, via: Any = None) -> object:
     assert env.moto is not None
     return boto3.session.Session().client(
         "s3",
-        endpoint_url=env.moto.endpoint_url,
+        endpoint_url=env.moto.endpoint_url if via is None else via.url,
         region_name="us-east-1",
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
@@ -105,11 +114,11 @@ def _s3_client(env: BenchEnv, pool: int) -> object:
     )
 
 
-def boto3_put_loop(env: BenchEnv, remote: Remote, src: Path, threads: int = 8) -> float:
+def boto3_put_loop(env: BenchEnv, remote: Remote, src: Path, threads: int = 8, via: Any = None) -> float:
     """A bare boto3 put_object loop over a thread pool, one shared client."""
     assert remote.s3 is not None
     t0 = time.perf_counter()
-    client = _s3_client(env, threads)
+    client = _s3_client(env, threads, via)
     bucket, prefix = remote.s3.bucket, remote.s3.prefix
 
     def put(p: Path) -> None:

@@ -150,6 +150,7 @@ def targets(res: Results) -> list[str]:
                     f"| scaling {kind}: 4 replicas ≥ 3× 1 replica (concurrency {conc} each) | {one:.2f}× | "
                     f"{'yes' if one >= 3 else '**no**'} |"
                 )
+        out.extend(_scaling_ceiling(res, kind))
     find = _first(res, "5a.", "find -type f")
     stats = _first(res, "5a.", "find -printf")
     for case in ("first start", "restart"):
@@ -168,6 +169,24 @@ def targets(res: Results) -> list[str]:
                 f"{'yes' if s.median < 200 else '**no**'} |"
             )
     return out
+
+
+def _scaling_ceiling(res: Results, kind: str) -> list[str]:
+    """What the slowed remote allows: the scaling workload's peer at 4 and at 16 transfers."""
+    wl = next((s.workload for s in res.series if s.workload.startswith("4.") and f"→ {kind} " in s.workload), None)
+    if wl is None:
+        return []
+    peer = {"SFTP": "rclone --transfers", "S3": "bare boto3 put loop,"}[kind]
+    four = next((s for s in res.series if s.workload == wl and s.tool.startswith(f"{peer} 4") and s.values), None)
+    many = next((s for s in res.series if s.workload == wl and s.tool.startswith(f"{peer} 16") and s.values), None)
+    mine = _med(res, wl, "4 uploaders × concurrency 4")
+    if four is None or many is None or mine is None:
+        return []
+    return [
+        f"| scaling {kind}, context: 4 uploaders × 4 against {many.tool} through the same proxy (its 16 "
+        f"get {many.median / four.median:.2f}× its 4) | {mine / many.median:.2f}× ({fmt(mine)} against "
+        f"{fmt(many.median)} files/s) | not a target |"
+    ]
 
 
 def _ratio_kind(res: Results, prefix: str, kind: str, tool: str, peer: str) -> float | None:

@@ -37,6 +37,8 @@ log = logging.getLogger("bench")
 MiB = 1024 * 1024
 SMALL_SIZE = 64 * 1024
 PER_FOLDER = 100
+SCALING_PEER = {"sftp": "rclone --transfers", "s3": "bare boto3 put loop,"}
+SCALING_PEER_TRANSFERS = (4, 16)  # the total concurrency of 1 and of 4 uploaders, 4 transfers each
 
 
 @dataclass
@@ -51,11 +53,15 @@ class Sizes:
     rss_mib: int
     runs: int
     scale_runs: int
+    s3_runs: int  # S3 throughput (small and large files): moto's runs spread the widest
+
+    def runs_for(self, kind: str) -> int:
+        return self.s3_runs if kind == "s3" else self.runs
 
 
-QUICK = Sizes(300, 64, 64, 20, 100, 10_000, 500, 256, 1, 1)
-DEFAULT = Sizes(2_000, 1024, 1024, 200, 400, 200_000, 10_000, 4096, 3, 1)
-FULL = Sizes(10_000, 4096, 1024, 200, 1_000, 200_000, 10_000, 4096, 3, 2)
+QUICK = Sizes(300, 64, 64, 20, 100, 10_000, 500, 256, 1, 1, 1)
+DEFAULT = Sizes(2_000, 1024, 1024, 200, 400, 200_000, 10_000, 4096, 3, 1, 5)
+FULL = Sizes(10_000, 4096, 1024, 200, 1_000, 200_000, 10_000, 4096, 3, 2, 5)
 
 
 class Bench:
@@ -152,7 +158,7 @@ class Bench:
                     SkynetRun(self.env, old_remote, self.base(f"small-{kind}-baseline"), settle_ms=0,
                               concurrency=conc, extra_env=self.baseline_env())
                 )  # fmt: skip
-            for r in range(self.sizes.runs):
+            for r in range(self.sizes.runs_for(kind)):
                 self._skynet_small(sk, wl, data, files, f"run{r}", f"skynet (concurrency {conc})")
                 if old is not None and self.baseline is not None:
                     self._skynet_small(
@@ -238,7 +244,7 @@ class Bench:
         staging = base / "staging"
         staging.mkdir()
         with SkynetRun(self.env, remote, base, settle_ms=0, concurrency=1, extra_env=extra) as sk:
-            for r in range(self.sizes.runs):
+            for r in range(self.sizes.runs_for(kind)):
                 try:
                     name = f"big-{r}.bin"
                     stage_large(data, staging / name)
@@ -384,8 +390,44 @@ class Bench:
                             self._skynet_small(sk, wl, data, files, f"run{r}", tool)
                     finally:
                         remote.clear()
+                self._scaling_peers(kind, wl, data, n, proxy)
         finally:
             proxy.close()
+
+    def _scaling_peers(self, kind: str, wl: str, data: Path, n: int, proxy: DelayProxy) -> None:
+        """A peer through the same proxy at 4 and 16 transfers (1 and 4 uploaders with 4 each).
+
+        What the slowed remote allows at that concurrency: where the peer's 16 transfers add little
+        to its 4, the server (or the proxy in front of it) is the ceiling, not the replica count.
+        """
+        self._expected[wl] = n
+        for transfers in SCALING_PEER_TRANSFERS:
+            if kind == "sftp":
+                self.peer(
+                    wl,
+                    f"{SCALING_PEER['sftp']} {transfers}, hash check off",
+                    "files/s",
+                    kind,
+                    lambda rm, t=transfers: peers.rclone_copy(
+                        self.env,
+                        rm,
+                        data,
+                        self.work,
+                        transfers=t,
+                        extra=("--sftp-disable-hashcheck", "--ignore-checksum"),
+                        via=proxy,
+                    ),
+                    n,
+                )
+            else:
+                self.peer(
+                    wl,
+                    f"{SCALING_PEER['s3']} {transfers} threads",
+                    "files/s",
+                    kind,
+                    lambda rm, t=transfers: peers.boto3_put_loop(self.env, rm, data, t, via=proxy),
+                    n,
+                )
 
     # ------------------------------------------------------------------ 5. footprint
 

@@ -17,9 +17,9 @@ def test_the_quick_benchmark_writes_a_results_table(tmp_path: Path) -> None:
     out = tmp_path / "RESULTS.md"
     cmd = [
         sys.executable, "-m", "bench", "--quick",
-        "--only", "small,large,latency",
+        "--only", "small,large,latency,scaling",
         "--kinds", "sftp",
-        "--small-files", "20", "--large-mib", "4", "--trials", "5",
+        "--small-files", "20", "--large-mib", "4", "--trials", "5", "--scale-files", "8",
         "--out", str(out), "--work", str(tmp_path / "work"),
     ]  # fmt: skip
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -31,5 +31,8 @@ def test_the_quick_benchmark_writes_a_results_table(tmp_path: Path) -> None:
         "rclone --transfers 4, hash check off",
         "one 4 MiB file → SFTP | skynet",
         "close → on SFTP, settle 0 ms | skynet p50",
+        "8 × 64 KiB → SFTP + 20 ms RTT | 4 uploaders × concurrency 4",  # noqa: RUF001
+        "8 × 64 KiB → SFTP + 20 ms RTT | rclone --transfers 16, hash check off",  # noqa: RUF001
+        "| scaling SFTP, context: 4 uploaders × 4 against rclone --transfers 16",  # noqa: RUF001
     ):
         assert row in text, text
