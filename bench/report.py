@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 from bench.results import Results, Series, fmt
+from bench.workloads import SCALING_PEER_TRANSFERS, scaling_peer_tool
 
 HERE = Path(__file__).parent
 
@@ -176,16 +177,16 @@ def _scaling_ceiling(res: Results, kind: str) -> list[str]:
     wl = next((s.workload for s in res.series if s.workload.startswith("4.") and f"→ {kind} " in s.workload), None)
     if wl is None:
         return []
-    peer = {"SFTP": "rclone --transfers", "S3": "bare boto3 put loop,"}[kind]
-    four = next((s for s in res.series if s.workload == wl and s.tool.startswith(f"{peer} 4") and s.values), None)
-    many = next((s for s in res.series if s.workload == wl and s.tool.startswith(f"{peer} 16") and s.values), None)
+    few, many = SCALING_PEER_TRANSFERS
+    peer = scaling_peer_tool(kind.lower(), many)
+    peer_few, peer_many = _med(res, wl, scaling_peer_tool(kind.lower(), few)), _med(res, wl, peer)
     mine = _med(res, wl, "4 uploaders × concurrency 4")
-    if four is None or many is None or mine is None:
+    if peer_few is None or peer_many is None or mine is None:
         return []
     return [
-        f"| scaling {kind}, context: 4 uploaders × 4 against {many.tool} through the same proxy (its 16 "
-        f"get {many.median / four.median:.2f}× its 4) | {mine / many.median:.2f}× ({fmt(mine)} against "
-        f"{fmt(many.median)} files/s) | not a target |"
+        f"| scaling {kind}, context: 4 uploaders × 4 against {peer} through the same proxy (its {many} "
+        f"get {peer_many / peer_few:.2f}× its {few}) | {mine / peer_many:.2f}× ({fmt(mine)} against "
+        f"{fmt(peer_many)} files/s) | not a target |"
     ]
 
 

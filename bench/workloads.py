@@ -37,8 +37,14 @@ log = logging.getLogger("bench")
 MiB = 1024 * 1024
 SMALL_SIZE = 64 * 1024
 PER_FOLDER = 100
-SCALING_PEER = {"sftp": "rclone --transfers", "s3": "bare boto3 put loop,"}
 SCALING_PEER_TRANSFERS = (4, 16)  # the total concurrency of 1 and of 4 uploaders, 4 transfers each
+
+
+def scaling_peer_tool(kind: str, transfers: int) -> str:
+    """The label of the scaling workload's peer (``kind``: sftp or s3) at ``transfers``."""
+    if kind == "sftp":
+        return f"rclone --transfers {transfers}, hash check off"
+    return f"bare boto3 put loop, {transfers} threads"
 
 
 @dataclass
@@ -405,7 +411,7 @@ class Bench:
             if kind == "sftp":
                 self.peer(
                     wl,
-                    f"{SCALING_PEER['sftp']} {transfers}, hash check off",
+                    scaling_peer_tool(kind, transfers),
                     "files/s",
                     kind,
                     lambda rm, t=transfers: peers.rclone_copy(
@@ -422,7 +428,7 @@ class Bench:
             else:
                 self.peer(
                     wl,
-                    f"{SCALING_PEER['s3']} {transfers} threads",
+                    scaling_peer_tool(kind, transfers),
                     "files/s",
                     kind,
                     lambda rm, t=transfers: peers.boto3_put_loop(self.env, rm, data, t, via=proxy),
