@@ -6,10 +6,12 @@ import os
 import shutil
 
 import pika
+import pytest
 
 from skynet.common.messages import Generation, PathChanged, encode
 from skynet.common.topology import ACTIONS_EXCHANGE, HEADER_REASON, dead_queue
 from tests.e2e.harness import EventTap, RemoteView, Stack
+from tests.e2e.remotes import S3Remote, SftpRemote
 from tests.fixtures.common import wait_for
 
 # As root every file is readable: drop the capabilities that let root ignore file modes, so
@@ -108,4 +110,64 @@ def test_bad_files_and_bad_messages_are_refused_clearly_while_every_other_file_a
         for p in (stack.watch / "unreadable.bin",):
             if p.exists():
                 p.chmod(0o644)
+        stack.stop_all()
+
+
+def remote_mtime_ns(remote: RemoteView, rel: str) -> int | None:
+    """The local mtime the remote records for ``rel`` (SFTP: the file's own; S3: the metadata)."""
+    if isinstance(remote, SftpRemote):
+        try:
+            return (remote.t.local_dir / rel).stat().st_mtime_ns
+        except FileNotFoundError:
+            return None
+    assert isinstance(remote, S3Remote)
+    try:
+        head = remote.t.client.head_object(Bucket=remote.t.bucket, Key=f"{remote.t.prefix}/{rel}")
+    except remote.t.client.exceptions.ClientError:
+        return None
+    token = head.get("Metadata", {}).get("skynet-generation", "")
+    return int(token.split(":")[1]) if token.count(":") == 2 else None
+
+
+def test_a_file_or_folder_made_readable_later_arrives_and_a_new_mtime_alone_reaches_the_remote(
+    stack: Stack, remote: RemoteView
+) -> None:
+    """chmod, chown and utime change no byte and open no file: inotify says IN_ATTRIB only."""
+    if not (os.geteuid() != 0 or NO_DAC):
+        if os.environ.get("CI"):
+            pytest.fail("setpriv (util-linux) is needed to run the services without root's file access")
+        pytest.skip("running as root without setpriv: every file is readable")
+    try:
+        stack.start("watcher", wrap=NO_DAC)
+        stack.start("uploader", "uploader-a", wrap=NO_DAC)
+        w = stack.watch
+        (w / "plain.txt").write_text("mirrored first")
+        stack.wait_mirror(60)
+
+        # Written unreadable (a umask of 077, another owner), or in a folder nobody may list.
+        (w / "late.txt").write_text("readable only later")
+        (w / "late.txt").chmod(0o000)
+        (w / "closed").mkdir()
+        (w / "closed").chmod(0o000)
+        (w / "closed" / "inside.txt").write_text("in a folder that could not be listed")
+        (w / "marker.txt").write_text("after the unreadable ones")
+        wait_for(lambda: "marker.txt" in remote.snapshot(), 60, what="the marker file on the remote")
+        assert "late.txt" not in remote.snapshot()
+
+        # Made readable: no byte and no generation changed, and both still arrive.
+        (w / "late.txt").chmod(0o644)
+        (w / "closed").chmod(0o755)
+        stack.wait_mirror(60)
+
+        # A new mtime set without opening the file (os.utime, cp -p, rsync -t) reaches the remote.
+        os.utime(w / "plain.txt", ns=(1_000_000_000_000_000_000, 1_000_000_000_000_000_000))
+        wait_for(
+            lambda: remote_mtime_ns(remote, "plain.txt") == 1_000_000_000_000_000_000,
+            60,
+            what="the remote to record plain.txt's new mtime",
+        )
+    finally:
+        for p in (stack.watch / "late.txt", stack.watch / "closed"):
+            if p.exists():
+                p.chmod(0o755)
         stack.stop_all()

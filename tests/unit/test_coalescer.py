@@ -27,3 +27,15 @@ def test_folder_entries_are_taken_together_and_postpone_delays() -> None:
     c.postpone("e", until=5.0)
     assert c.due(1.0) == ["d2/c"]
     assert c.next_deadline() == 0.1
+
+
+def test_an_attribute_change_marks_the_path_for_a_recheck_that_later_writes_keep() -> None:
+    c = Coalescer(settle_s=0.1, max_open_wait_s=60)
+    c.touch("plain", now=0.0)
+    c.touch("chmodded", now=0.0, recheck=True)
+    c.touch("chmodded", now=0.05, writing=True)
+    c.touch("chmodded", now=0.06, writing=False)
+    assert sorted(c.due(1.0)) == ["chmodded", "plain"]
+    entry, plain = c.get("chmodded"), c.get("plain")
+    assert entry is not None and entry.recheck and not entry.writing
+    assert plain is not None and not plain.recheck

@@ -19,6 +19,7 @@ class Pending:
     snapshot: tuple[int, int] | None = None  # (size, mtime_ns) at the last check, for polling mode
     not_before: float = 0.0
     announced: bool = False  # a "waiting" event was sent for it
+    recheck: bool = False  # its mode, owner or times changed: act even if the index has its generation
 
 
 class Coalescer:
@@ -36,17 +37,19 @@ class Coalescer:
     def get(self, path: str) -> Pending | None:
         return self._pending.get(path)
 
-    def touch(self, path: str, now: float, writing: bool | None = None) -> bool:
+    def touch(self, path: str, now: float, writing: bool | None = None, recheck: bool = False) -> bool:
         """Record an event on ``path``; returns True if the path was not pending before.
 
         ``writing`` is True for a write (modify/create), False for a close after writing, None
-        for an event that says nothing about writers (attributes, a scan, a move).
+        for an event that says nothing about writers (attributes, a scan, a move). ``recheck``
+        (attributes changed) makes the path count as changed even where its generation did not.
         """
         entry = self._pending.get(path)
         new = entry is None
         if entry is None:
             entry = self._pending[path] = Pending(first_seen=now, last_event=now)
         entry.last_event = now
+        entry.recheck = entry.recheck or recheck
         if writing is not None:
             entry.writing = writing
             if not writing:

@@ -214,6 +214,9 @@ class Engine:
         elif kind == "dir_created":
             # Files may have appeared before the new folder was watched: look inside.
             self.request_scan("new folder", rel)
+        elif kind == "dir_attrib":
+            # A folder's mode or owner changed: one that could not be listed may be readable now.
+            self.request_scan("folder attributes changed", rel)
         else:
             writing: bool | None = None
             if kind == "write" and not self.polling:
@@ -222,7 +225,9 @@ class Engine:
                 writing = True
             elif kind == "closed":
                 writing = False
-            if self.coalescer.touch(rel, now, writing):
+            # A file made readable (chmod, chown) keeps its generation, and its last action may
+            # have failed on "permission denied": act on it again (one remote check if all is well).
+            if self.coalescer.touch(rel, now, writing, recheck=kind == "attrib"):
                 if kind != "deleted":
                     self._unannounced.append((now, rel))
             else:
@@ -398,7 +403,7 @@ class Engine:
             return
         self.coalescer.forget(rel)
         gen = gen_of(st)
-        if self.index.get(rel) == gen:
+        if self.index.get(rel) == gen and not entry.recheck:
             return
         self._changed(rel, gen)
 

@@ -10,9 +10,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 from watchdog.events import (
+    DirAttribEvent,
     DirCreatedEvent,
     DirDeletedEvent,
     DirMovedEvent,
+    FileAttribEvent,
     FileClosedEvent,
     FileCreatedEvent,
     FileDeletedEvent,
@@ -27,7 +29,9 @@ from watchdog.observers.polling import PollingObserver
 
 log = logging.getLogger(__name__)
 
-RawKind = Literal["write", "closed", "created", "deleted", "moved", "dir_created", "dir_deleted", "dir_moved", "attrib"]
+RawKind = Literal[
+    "write", "closed", "created", "deleted", "moved", "attrib", "dir_created", "dir_deleted", "dir_moved", "dir_attrib"
+]
 
 
 @dataclass(frozen=True)
@@ -44,8 +48,13 @@ HANDLED_EVENTS: tuple[type[FileSystemEvent], ...] = (
     DirDeletedEvent,
     FileCreatedEvent,
     FileDeletedEvent,
-    FileModifiedEvent,  # writes and attribute changes (IN_MODIFY, IN_ATTRIB)
+    FileModifiedEvent,  # writes (IN_MODIFY; it also asks inotify for IN_ATTRIB)
     FileClosedEvent,  # closed after writing
+    # Mode, owner or times changed (IN_ATTRIB): a file made readable, or given an older mtime
+    # without being opened (os.utime, cp -p, rsync -t), must be looked at again; a folder made
+    # listable is scanned. Without these in the filter watchdog drops the events it receives.
+    FileAttribEvent,
+    DirAttribEvent,
 )
 
 
@@ -73,8 +82,10 @@ class _Handler(FileSystemEventHandler):
             kind = "write"
         elif isinstance(event, FileClosedEvent):
             kind = "closed"
-        elif event.event_type == "attrib" and not event.is_directory:
+        elif isinstance(event, FileAttribEvent):
             kind = "attrib"
+        elif isinstance(event, DirAttribEvent):
+            kind = "dir_attrib"
         else:
             kind = None  # opened, closed without writing, directory modified: nothing to do
         if kind is not None:
