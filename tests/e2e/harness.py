@@ -16,6 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,12 +60,17 @@ class NoRemote:
 
 
 def sha256_file(path: Path) -> str:
-    """SHA-256 of a file, cached by (path, size, mtime, inode) so polling a large tree stays cheap."""
+    """SHA-256 of a file, cached by (path, size, mtime, inode, ctime) so polling a large tree stays
+    cheap. A file changed in the last two seconds is read again each time: a new file can get the
+    inode number of one just deleted, with the same size and, on SFTP (whole seconds), the same
+    mtime, and within one clock tick even the same ctime."""
     st = path.stat()
-    key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+    key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
     cached = _HASH_CACHE.get(key)
     if cached is None:
-        cached = _HASH_CACHE[key] = _sha256_uncached(path)
+        cached = _sha256_uncached(path)
+        if time.time_ns() - st.st_ctime_ns > 2 * 10**9:
+            _HASH_CACHE[key] = cached
     return cached
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import threading
 import time
@@ -91,3 +92,24 @@ def test_a_folder_is_mirrored_exactly_with_bursts_slow_writers_renames_and_delet
     (w / "album-2026").rmdir()
     stack.wait_mirror(60)
     assert not stack.remote.partials(), f"partial uploads left behind: {stack.remote.partials()}"
+
+
+def test_files_of_one_size_written_together_and_swapped_by_name_arrive_swapped(stack: Stack) -> None:
+    """Same size, same clock tick: only the inode tells them apart (SFTP's remote atime tag, S3's
+    metadata). Renames through a temporary name, as a tool rotating or swapping files does."""
+    stack.start("watcher")
+    stack.start("uploader", "uploader-a")
+    w = stack.watch
+    names = [f"slot-{i}.dat" for i in range(6)]
+    for i, name in enumerate(names):
+        (w / name).write_bytes(bytes([65 + i]) * 4096)
+    stack.wait_mirror(60)
+
+    # Rotate the contents one slot along: slot-0 ← slot-1 ← … ← slot-5 ← slot-0.
+    os.rename(w / names[0], w / "rotating.tmp")
+    for a, b in itertools.pairwise(names):
+        os.rename(w / b, w / a)
+    os.rename(w / "rotating.tmp", w / names[-1])
+    final = stack.wait_mirror(60)
+    assert [stack.remote.read(n)[:1] for n in names] == [b"B", b"C", b"D", b"E", b"F", b"A"]  # type: ignore[index]
+    assert len(final) == 6

@@ -162,6 +162,18 @@ def test_an_uploaded_file_is_there_with_its_bytes_and_generation(
     assert remote.leftovers() == []
 
 
+def test_another_file_of_the_same_size_and_second_is_told_apart(backend: Backend, tmp_path: Path) -> None:
+    """Two files of one size written in one clock tick, swapped by name (mv a t; mv b a; mv t b),
+    differ only in inode: the remote must not take one for the other, or the swap never arrives."""
+    gen = write(tmp_path / "a", b"one", mtime_ns=1_700_000_000_123_456_789)
+    upload(backend, "a", tmp_path / "a", gen)
+
+    entry = backend.stat("a")
+    assert entry is not None and backend.matches(entry, gen)
+    assert not backend.matches(entry, gen.model_copy(update={"inode": gen.inode + 1}))
+    assert not backend.matches(entry, gen.model_copy(update={"mtime_ns": gen.mtime_ns + 1_000}))
+
+
 def test_an_empty_file_uploads(backend: Backend, remote: Remote, tmp_path: Path) -> None:
     gen = write(tmp_path / "empty", b"")
     upload(backend, "empty", tmp_path / "empty", gen)

@@ -69,7 +69,7 @@ class RemoteEntry:
     mtime: float | None = None
     generation: Generation | None = None  # as recorded with the object, when the backend can
     checksum: str | None = None
-    atime: float | None = None  # SFTP: carries a tag of the full generation (see sftp.generation_tag)
+    atime: float | None = None  # SFTP, file: carries a tag of the full generation (see _atime_tag)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ The base folder must already exist: a missing base usually means an unmounted sh
 into the bare mount point would fill the wrong disk, so it is reported as RemoteUnavailable.
 
 Uploads go to a partial next to the final name (see ``_partial``), are fsynced, get the local
-mtime (nanoseconds) and are renamed into place with ``os.replace``. A partial of the same
+mtime (nanoseconds) and, as atime, a tag of the whole generation (``_atime_tag``: the inode
+tells apart two files of one size and mtime), and are renamed into place with ``os.replace``. A partial of the same
 generation is continued from its last whole chunk after checking the chunk before it against the
 local bytes; partials of other generations are deleted. Deleting a file leaves its folders.
 """
@@ -29,6 +30,7 @@ from skynet.common.errors import (
 from skynet.common.messages import Generation
 from skynet.common.paths import remote_join, validate_rel_path
 from skynet.uploader.storage import _partial
+from skynet.uploader.storage._atime_tag import generation_tag, matches_tagged
 from skynet.uploader.storage._localfile import open_regular
 from skynet.uploader.storage.base import (
     Backend,
@@ -99,8 +101,11 @@ class LocalBackend(Backend):
             raise classify(exc, f"stat {full}") from exc
         if not os.path.isfile(full):
             return None
-        gen = Generation(size=st.st_size, mtime_ns=st.st_mtime_ns)
-        return RemoteEntry(path=path, size=st.st_size, mtime=st.st_mtime, generation=gen)
+        return _entry(path, st)
+
+    def matches(self, entry: RemoteEntry, generation: Generation) -> bool:
+        """Size, mtime (whole seconds: a NAS may keep no finer) and the generation tag in atime."""
+        return matches_tagged(entry, generation)
 
     def upload(self, path: str, local_file: str, generation: Generation, progress: ProgressFn) -> UploadResult:
         full = self._full(path)
@@ -117,7 +122,7 @@ class LocalBackend(Backend):
                 else:
                     offset = 0
                 sent = self._copy(src, partial, offset, guard_progress(progress))
-                os.utime(partial, ns=(generation.mtime_ns, generation.mtime_ns))
+                os.utime(partial, ns=(generation_tag(generation) * 10**9, generation.mtime_ns))
                 os.replace(partial, full)
             except CallbackError as exc:
                 raise exc.original from None
@@ -233,9 +238,7 @@ class LocalBackend(Backend):
                     st = os.lstat(full)
                 except OSError:
                     continue
-                rel = os.path.relpath(full, self.base).replace(os.sep, "/")
-                gen = Generation(size=st.st_size, mtime_ns=st.st_mtime_ns)
-                yield RemoteEntry(path=rel, size=st.st_size, mtime=st.st_mtime, generation=gen)
+                yield _entry(os.path.relpath(full, self.base).replace(os.sep, "/"), st)
 
     def cleanup(self, path: str) -> None:
         full = self._full(path)
@@ -256,3 +259,13 @@ def open_backend(target: str, settings: BackendSettings) -> LocalBackend:
     if parts.scheme != "file" or parts.netloc not in ("", "localhost"):
         raise ConfigError(f"SKYNET_TARGET: expected file:///absolute/path, got {target!r}")
     return LocalBackend(unquote(parts.path))
+
+
+def _entry(path: str, st: os.stat_result) -> RemoteEntry:
+    return RemoteEntry(
+        path=path,
+        size=st.st_size,
+        mtime=st.st_mtime,
+        atime=st.st_atime,
+        generation=Generation(size=st.st_size, mtime_ns=st.st_mtime_ns),
+    )

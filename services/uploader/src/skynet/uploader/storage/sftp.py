@@ -10,7 +10,8 @@ the host key is pinned by ``SKYNET_SFTP_KNOWN_HOSTS`` (see ``_sftp_connect``).
 
 **Uploads** write to a partial next to the final name whose name carries the generation
 (``.<name>.<size>-<mtime_ns>-<inode>[s].skynet-partial``; see ``_partial``), set the remote mtime to
-the local one (whole seconds: SFTP v3 has no better) and the atime to a tag of the generation,
+the local one (whole seconds: SFTP v3 has no better) and the atime to a tag of the generation
+(``_atime_tag``),
 then replace the final name atomically with ``posix-rename@openssh.com``. The rename is sent
 only after every write, the time stamp and the close have been acknowledged with an OK status, so
 a failed write never publishes a half file.
@@ -64,7 +65,6 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import hashlib
 import logging
 import posixpath
 import socket
@@ -92,6 +92,7 @@ from skynet.common.errors import (
 from skynet.common.messages import Generation
 from skynet.common.paths import remote_join, validate_rel_path
 from skynet.uploader.storage import _partial, _sftp_connect, _sftp_openssh
+from skynet.uploader.storage._atime_tag import generation_tag, matches_tagged
 from skynet.uploader.storage._localfile import open_regular
 from skynet.uploader.storage._sftp_pipeline import WRITE_CHUNK, Link, _pump, _Session, _Window
 from skynet.uploader.storage.base import (
@@ -112,21 +113,6 @@ STREAM_WINDOW = 16  # chunks handed out beyond the lowest unacknowledged one, al
 RESUME_MARGIN = STREAM_WINDOW * WRITE_CHUNK  # see the module docstring
 MAX_STREAMS = STREAM_WINDOW  # more streams than chunks in the window would only wait
 _CLIENT_LOGGED: set[str] = set()  # servers whose SFTP client (OpenSSH or paramiko) was logged
-
-
-def generation_tag(generation: Generation) -> int:
-    """A tag of the full generation, stored as the remote file's atime.
-
-    SFTP (v3) records only whole-second mtimes, so two versions of a file written within one
-    second with the same size would look identical and a newer one could be skipped. The remote
-    mtime keeps the local mtime (seconds) for people and tools; the atime carries this tag of
-    (size, mtime_ns, inode). The tag lies in the future (2038 to 2072), later than any mtime or
-    ctime, so reading the file on a ``relatime`` server (Linux's default) never moves it. Should
-    something move it anyway (``strictatime``), the only cost is one needless re-upload: a
-    mismatch never hides a difference.
-    """
-    digest = hashlib.blake2b(generation.token().encode(), digest_size=4).digest()
-    return 0x80000000 + (int.from_bytes(digest, "big") & 0x3FFFFFFF)
 
 
 def classify(exc: BaseException, what: str = "") -> SkynetError:
@@ -342,13 +328,7 @@ class SftpBackend(Backend):
 
     def matches(self, entry: RemoteEntry, generation: Generation) -> bool:
         """Size, whole-second mtime and the generation tag in atime must all agree."""
-        return (
-            entry.size == generation.size
-            and entry.mtime is not None
-            and int(entry.mtime) == generation.mtime_ns // 10**9
-            and entry.atime is not None
-            and int(entry.atime) == generation_tag(generation)
-        )
+        return matches_tagged(entry, generation)
 
     def stat(self, path: str) -> RemoteEntry | None:
         remote = self._remote(path)
