@@ -40,7 +40,7 @@ class RemoteView(Protocol):
     def read(self, rel: str) -> bytes | None: ...
 
 
-_HASH_CACHE: dict[tuple[str, int, int, int], str] = {}
+_HASH_CACHE: dict[tuple[str, int, int, int, int], str] = {}
 
 
 class NoRemote:

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import pika
 import pytest
 
 from skynet.common.messages import Generation, PathChanged, encode
 from skynet.common.topology import ACTIONS_EXCHANGE, HEADER_REASON, dead_queue
-from tests.e2e.harness import EventTap, RemoteView, Stack
+from tests.e2e.harness import EventTap, NoRemote, RemoteView, Stack
 from tests.e2e.remotes import S3Remote, SftpRemote
-from tests.fixtures.common import wait_for
+from tests.fixtures.common import free_port, wait_for
 
 # As root every file is readable: drop the capabilities that let root ignore file modes, so
 # that mode 000 means "unreadable" for the uploader as it would for any service account.
@@ -170,4 +171,25 @@ def test_a_file_or_folder_made_readable_later_arrives_and_a_new_mtime_alone_reac
         for p in (stack.watch / "late.txt", stack.watch / "closed"):
             if p.exists():
                 p.chmod(0o755)
+        stack.stop_all()
+
+
+def test_an_unreachable_broker_is_reported_in_one_line_with_its_cause(tmp_path: Path) -> None:
+    """No pika tracebacks: the service's own line names the broker (password masked) and why."""
+    port = free_port()  # nothing listens there
+    url = f"amqp://guest:not-a-real-secret@127.0.0.1:{port}/"
+    target = tmp_path / "remote"
+    target.mkdir()
+    stack = Stack(tmp_path / "stack", url, NoRemote(), extra_env={"SKYNET_TARGET": f"file://{target}"})
+    try:
+        procs = [stack.start("watcher"), stack.start("uploader")]
+        for p in procs:
+            wait_for(lambda p=p: "Connection refused" in p.text(), 30, what=f"{p.name} to report the broker")
+        for p in procs:
+            lines = [line for line in p.text().splitlines() if "Connection refused" in line]
+            assert f"127.0.0.1:{port}" in lines[0] and "reconnecting in" in lines[0], lines[0]
+            assert "Traceback" not in p.text(), p.text()[-3000:]
+            assert "not-a-real-secret" not in p.text()
+            assert p.alive()
+    finally:
         stack.stop_all()

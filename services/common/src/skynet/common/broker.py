@@ -72,7 +72,13 @@ def connect(url: str, *, name: str, heartbeat: int = 30, ca_file: str | None = N
     try:
         return BlockingConnection(connection_parameters(url, name=name, heartbeat=heartbeat, ca_file=ca_file))
     except _PIKA_ERRORS as exc:
-        raise BrokerUnavailable(f"cannot connect to broker at {redact_url(url)}: {type(exc).__name__}") from exc
+        raise BrokerUnavailable(f"cannot connect to broker at {redact_url(url)}: {_cause(exc)}") from exc
+
+
+def _cause(exc: BaseException) -> str:
+    """pika's connection errors, said in one line: "AMQPConnectionError: ... Connection refused"."""
+    detail = str(exc) or (repr(exc.args[0]) if exc.args else "")
+    return f"{type(exc).__name__}: {detail}"[:300] if detail else type(exc).__name__
 
 
 def backoff_delays(base: float = 0.5, cap: float = 30.0) -> Iterator[float]:

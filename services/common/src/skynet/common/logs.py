@@ -60,3 +60,7 @@ def setup_logging(level: str = "INFO", fmt: str = "text", secrets: Iterable[str]
     root.setLevel(level)
     for noisy in ("pika", "paramiko", "botocore", "boto3", "urllib3", "s3transfer", "watchdog"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    if logging.getLevelName(level) > logging.DEBUG:
+        # pika logs each failed connection attempt at ERROR, five lines and a traceback, and the
+        # service's own warning says the same in one line with the cause ("reconnecting in 2.0s").
+        logging.getLogger("pika").setLevel(logging.CRITICAL)

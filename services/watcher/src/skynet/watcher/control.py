@@ -43,7 +43,7 @@ class ControlListener:
         self._stop.set()
 
     def _run(self) -> None:
-        reconnect_forever(self._consume, self._stop, "control listener", base=1.0, level=logging.DEBUG)
+        reconnect_forever(self._consume, self._stop, "control listener", base=1.0, level=logging.INFO)
 
     def _consume(self) -> None:
         try:
