@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -113,3 +114,22 @@ def test_files_of_one_size_written_together_and_swapped_by_name_arrive_swapped(s
     final = stack.wait_mirror(60)
     assert [stack.remote.read(n)[:1] for n in names] == [b"B", b"C", b"D", b"E", b"F", b"A"]  # type: ignore[index]
     assert len(final) == 6
+
+
+def test_a_file_replaced_by_a_folder_of_the_same_name_and_the_other_way_round(stack: Stack) -> None:
+    """On SFTP the remote's old file stands where the new folder must go (and the old folder where
+    the file must go) until its delete arrives: the upload waits for it instead of failing."""
+    stack.start("watcher")
+    stack.start("uploader", "uploader-a")
+    w = stack.watch
+    (w / "report").write_text("a file first")
+    (w / "photos").mkdir()
+    (w / "photos" / "one.jpg").write_bytes(b"jpeg" * 100)
+    stack.wait_mirror(60)
+
+    (w / "report").unlink()
+    (w / "report").mkdir()
+    (w / "report" / "part-1.txt").write_text("now a folder")
+    shutil.rmtree(w / "photos")
+    (w / "photos").write_text("now a file")
+    stack.wait_mirror(60)

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from skynet.common.errors import ConfigError, InvalidPath, RemoteRefused, RemoteUnavailable
+from skynet.common.errors import ConfigError, InvalidPath, RemoteConflict, RemoteRefused, RemoteUnavailable
 from skynet.common.messages import Generation
 from skynet.uploader.storage.base import Backend, UploadResult
 from skynet.uploader.storage.config import BackendSettings
@@ -172,6 +172,27 @@ def test_another_file_of_the_same_size_and_second_is_told_apart(backend: Backend
     assert entry is not None and backend.matches(entry, gen)
     assert not backend.matches(entry, gen.model_copy(update={"inode": gen.inode + 1}))
     assert not backend.matches(entry, gen.model_copy(update={"mtime_ns": gen.mtime_ns + 1_000}))
+
+
+def test_a_file_where_a_folder_must_go_waits_for_its_delete_and_an_empty_folder_gives_way(
+    backend: Backend, remote: Remote, tmp_path: Path
+) -> None:
+    """Names replaced locally by the other kind (file ↔ folder). S3 keys have no folders."""
+    if backend.scheme not in ("file", "sftp"):
+        assert backend.scheme in ("memory", "s3"), backend.scheme
+        return
+    put(backend, "report", tmp_path / "old-report", b"a file")
+    with pytest.raises(RemoteConflict):
+        put(backend, "report/part-1.txt", tmp_path / "part", b"in a folder now")
+    assert backend.delete("report")
+    put(backend, "report/part-1.txt", tmp_path / "part", b"in a folder now")
+
+    put(backend, "photos/one.jpg", tmp_path / "one", b"jpeg")
+    with pytest.raises(RemoteConflict):
+        put(backend, "photos", tmp_path / "photos", b"a file now")
+    assert backend.delete("photos/one.jpg")
+    put(backend, "photos", tmp_path / "photos", b"a file now")  # the empty folder gives way
+    assert remote.read("photos") == b"a file now" and remote.read("report/part-1.txt") == b"in a folder now"
 
 
 def test_an_empty_file_uploads(backend: Backend, remote: Remote, tmp_path: Path) -> None:

@@ -50,6 +50,12 @@ class RemoteUnavailable(TransientError):
     """The storage target cannot be reached, timed out, or is throttling."""
 
 
+class RemoteConflict(TransientError):
+    """The target holds a file where a folder is needed, or a folder with files where a file is
+    to go: a file replaced by a folder of the same name, or the other way round. Retried, since
+    the delete that clears the way (the watcher sends it in mirror mode) may come later."""
+
+
 class PermanentError(SkynetError):
     """Trying the same thing again cannot succeed."""
 

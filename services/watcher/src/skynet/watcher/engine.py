@@ -377,6 +377,9 @@ class Engine:
         mode = st.st_mode
         if stat.S_ISDIR(mode):
             self.coalescer.forget(rel)
+            # A file replaced by a folder of the same name: the file is gone (its remote copy
+            # would stand where the folder's files must go), and the folder is scanned.
+            self._deleted(rel)
             self.request_scan("folder appeared", rel)
             return
         if stat.S_ISLNK(mode):

@@ -23,6 +23,7 @@ from skynet.common.errors import (
     ConfigError,
     InvalidPath,
     LocalFileError,
+    RemoteConflict,
     RemoteRefused,
     RemoteUnavailable,
     SkynetError,
@@ -115,7 +116,7 @@ class LocalBackend(Backend):
         src = open_regular(local_file)  # closed below
         try:
             try:
-                os.makedirs(folder, exist_ok=True)
+                _make_folders(folder)
                 if _partial.resumable(generation):
                     self._discard_other_partials(folder, name, partial)
                     offset = self._resume_point(partial, src)
@@ -123,6 +124,7 @@ class LocalBackend(Backend):
                     offset = 0
                 sent = self._copy(src, partial, offset, guard_progress(progress))
                 os.utime(partial, ns=(generation_tag(generation) * 10**9, generation.mtime_ns))
+                _clear_folder_for_file(full)
                 os.replace(partial, full)
             except CallbackError as exc:
                 raise exc.original from None
@@ -269,3 +271,22 @@ def _entry(path: str, st: os.stat_result) -> RemoteEntry:
         atime=st.st_atime,
         generation=Generation(size=st.st_size, mtime_ns=st.st_mtime_ns),
     )
+
+
+def _make_folders(folder: str) -> None:
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        # A file replaced locally by a folder of the same name: its old copy is still here.
+        raise RemoteConflict(f"{folder}: a file on the target stands where the local has a folder") from exc
+
+
+def _clear_folder_for_file(path: str) -> None:
+    """A folder standing where a file is to go (a folder replaced by a file of the same name) is
+    removed if empty; with files still in it, the file waits for their deletes."""
+    if not os.path.isdir(path) or os.path.islink(path):
+        return
+    try:
+        os.rmdir(path)
+    except OSError as exc:
+        raise RemoteConflict(f"{path} is a folder with files on the target where the local has a file") from exc

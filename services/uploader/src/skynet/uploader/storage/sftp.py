@@ -85,6 +85,7 @@ from skynet.common.errors import (
     ConfigError,
     InvalidPath,
     LocalFileError,
+    RemoteConflict,
     RemoteRefused,
     RemoteUnavailable,
     SkynetError,
@@ -289,6 +290,7 @@ class SftpBackend(Backend):
             if exc.errno is not None:
                 raise
             log.debug("posix-rename failed (%s); falling back to rename", exc)
+        _clear_folder_for_file(sftp, dst)
         try:
             sftp.rename(src, dst)
         except OSError as exc:
@@ -303,7 +305,7 @@ class SftpBackend(Backend):
         try:
             st = sftp.stat(folder)
             if st.st_mode is not None and not stat_mod.S_ISDIR(st.st_mode):
-                raise RemoteRefused(f"{folder} exists on the server and is not a folder")
+                raise RemoteConflict(f"{folder} is a file on the server where the local has a folder")
         except FileNotFoundError:
             self._mkdirs(sftp, posixpath.dirname(folder))
             try:
@@ -660,3 +662,18 @@ def open_backend(target: str, settings: BackendSettings) -> SftpBackend:
     base = path if path == "~" or path.startswith("~/") else "/" + path
     endpoint = _sftp_connect.Endpoint(user=unquote(parts.username), host=parts.hostname, port=port)
     return SftpBackend(endpoint, base.lstrip("/") if not base.startswith("~") else base, settings)
+
+
+def _clear_folder_for_file(sftp: paramiko.SFTPClient, path: str) -> None:
+    """A folder standing where a file is to go (a folder replaced by a file of the same name) is
+    removed if empty; with files still in it, the file waits for their deletes."""
+    try:
+        st = sftp.stat(path)
+    except OSError:
+        return
+    if st.st_mode is None or not stat_mod.S_ISDIR(st.st_mode):
+        return
+    try:
+        sftp.rmdir(path)
+    except OSError as exc:
+        raise RemoteConflict(f"{path} is a folder with files on the server where the local has a file") from exc
