@@ -265,7 +265,8 @@ def test_a_message_that_cannot_succeed_is_dead_lettered_with_its_reason_and_requ
 ) -> None:
     stack = Stack(tmp_path, amqp_url, SftpRemote(sftp_target), extra_env={"SKYNET_MAX_ATTEMPTS": "3"})
     try:
-        # The target refuses the path: a file sits on the remote where a folder is needed.
+        # A file sits on the remote where a folder is needed, and nothing locally will delete it:
+        # the conflict is retried (the delete that clears the way may just be late), then dead.
         sftp_target.local_dir.mkdir(parents=True, exist_ok=True)
         (sftp_target.local_dir / "blocked").write_text("a file where skynet needs a folder")
         stack.start("watcher")
@@ -279,7 +280,7 @@ def test_a_message_that_cannot_succeed_is_dead_lettered_with_its_reason_and_requ
         assert b"blocked/inside.txt" in body
         assert "not a folder" in str(headers.get(HEADER_REASON)), headers
         assert int(str(headers.get(HEADER_ATTEMPTS))) >= 1
-        # The dead letter can come first (a refusal is not retried): the good file is still owed.
+        # However the dead letter and the good file interleave, the good file must arrive.
         wait_for(lambda: (sftp_target.local_dir / "fine.txt").exists(), 30, what="fine.txt despite the bad file")
         # The event comes on the uploader's event connection, the dead letter on its consumer's.
         failed = wait_for(lambda: tap.of("failed", "blocked/inside.txt"), 10, what="the refused file's failed event")

@@ -278,7 +278,7 @@ def _make_folders(folder: str) -> None:
         os.makedirs(folder, exist_ok=True)
     except (FileExistsError, NotADirectoryError) as exc:
         # A file replaced locally by a folder of the same name: its old copy is still here.
-        raise RemoteConflict(f"{folder}: a file on the target stands where the local has a folder") from exc
+        raise RemoteConflict(f"{folder}: a file on the target, not a folder, where the local has one") from exc
 
 
 def _clear_folder_for_file(path: str) -> None:

@@ -305,7 +305,7 @@ class SftpBackend(Backend):
         try:
             st = sftp.stat(folder)
             if st.st_mode is not None and not stat_mod.S_ISDIR(st.st_mode):
-                raise RemoteConflict(f"{folder} is a file on the server where the local has a folder")
+                raise RemoteConflict(f"{folder} is a file on the server, not a folder (the local has a folder)")
         except FileNotFoundError:
             self._mkdirs(sftp, posixpath.dirname(folder))
             try:
