@@ -5,9 +5,10 @@ into the bare mount point would fill the wrong disk, so it is reported as Remote
 
 Uploads go to a partial next to the final name (see ``_partial``), are fsynced, get the local
 mtime (nanoseconds) and, as atime, a tag of the whole generation (``_atime_tag``: the inode
-tells apart two files of one size and mtime), and are renamed into place with ``os.replace``. A partial of the same
-generation is continued from its last whole chunk after checking the chunk before it against the
-local bytes; partials of other generations are deleted. Deleting a file leaves its folders.
+tells apart two files of one size and mtime), and are renamed into place with ``os.replace``.
+A partial of the same generation is continued from its last whole chunk after checking the
+chunk before it against the local bytes; partials of other generations are deleted. Deleting a
+file leaves its folders.
 """
 
 from __future__ import annotations
@@ -124,8 +125,11 @@ class LocalBackend(Backend):
                     offset = 0
                 sent = self._copy(src, partial, offset, guard_progress(progress))
                 os.utime(partial, ns=(generation_tag(generation) * 10**9, generation.mtime_ns))
-                _clear_folder_for_file(full)
-                os.replace(partial, full)
+                try:
+                    os.replace(partial, full)
+                except IsADirectoryError:  # a folder replaced locally by a file of the same name
+                    _remove_empty_folder(full)
+                    os.replace(partial, full)
             except CallbackError as exc:
                 raise exc.original from None
             except LocalFileError:
@@ -281,11 +285,9 @@ def _make_folders(folder: str) -> None:
         raise RemoteConflict(f"{folder}: a file on the target, not a folder, where the local has one") from exc
 
 
-def _clear_folder_for_file(path: str) -> None:
-    """A folder standing where a file is to go (a folder replaced by a file of the same name) is
-    removed if empty; with files still in it, the file waits for their deletes."""
-    if not os.path.isdir(path) or os.path.islink(path):
-        return
+def _remove_empty_folder(path: str) -> None:
+    """A folder standing where a file is to go gives way if empty; with files still in it, the
+    file waits for their deletes."""
     try:
         os.rmdir(path)
     except OSError as exc:
