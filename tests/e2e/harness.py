@@ -38,6 +38,9 @@ class RemoteView(Protocol):
 
     def partials(self) -> list[str]: ...
     def read(self, rel: str) -> bytes | None: ...
+    def folders(self) -> set[str]:
+        """Every folder below the base (for S3, those its keys imply)."""
+        ...
 
 
 _HASH_CACHE: dict[tuple[str, int, int, int, int], str] = {}
@@ -57,6 +60,9 @@ class NoRemote:
 
     def read(self, rel: str) -> bytes | None:
         return None
+
+    def folders(self) -> set[str]:
+        return set()
 
 
 def sha256_file(path: Path) -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 from tests.e2e.harness import PARTIAL_MARK, sha256_file
 from tests.fixtures.s3_server import FAKE_CREDENTIALS, S3Target
 from tests.fixtures.sftp_server import SftpTarget
+from tests.fixtures.storage_remotes import folder_folders, folders_of_keys
 
 
 @dataclass
@@ -50,6 +51,9 @@ class SftpRemote:
             return (self.t.local_dir / rel).read_bytes()
         except (FileNotFoundError, IsADirectoryError):
             return None
+
+    def folders(self) -> set[str]:
+        return folder_folders(self.t.local_dir)()
 
 
 _S3_CACHE: dict[tuple[str, str, int], str] = {}
@@ -98,3 +102,7 @@ class S3Remote:
             return None
         data: bytes = obj["Body"].read()
         return data
+
+    def folders(self) -> set[str]:
+        base = self.t.prefix + "/"
+        return folders_of_keys(k[len(base) :] for k, _e, _s in self._objects() if not k.startswith(base + ".skynet/"))

@@ -133,3 +133,33 @@ def test_a_file_replaced_by_a_folder_of_the_same_name_and_the_other_way_round(st
     shutil.rmtree(w / "photos")
     (w / "photos").write_text("now a file")
     stack.wait_mirror(60)
+
+
+def test_a_folder_deleted_or_moved_away_locally_leaves_no_empty_folder_on_the_remote(stack: Stack) -> None:
+    """The remote holds the folders that hold files, as the local does: what a mirror's deletes and
+    renames emptied goes too, while files keep arriving in a folder being emptied and refilled."""
+    stack.start("watcher")
+    stack.start("uploader", "uploader-a")
+    stack.start("uploader", "uploader-b")
+    w = stack.watch
+    for name in ["projects/alpha/a.txt", "projects/alpha/b.txt", "projects/beta/deep/x.txt", "keep/k.txt"]:
+        write(w / name, name.encode() * 50)
+    stack.wait_mirror(60)
+    assert {"projects/alpha", "projects/beta/deep"} <= stack.remote.folders()
+
+    shutil.rmtree(w / "projects" / "alpha")
+    (w / "archive").mkdir()
+    os.rename(w / "projects" / "beta", w / "archive" / "beta")
+    for round_ in range(5):  # emptied and refilled: uploads race the removal of the folder
+        shutil.rmtree(w / "churn", ignore_errors=True)
+        for i in range(12):
+            write(w / "churn" / "sub" / f"{round_}-{i}.bin", os.urandom(2048))
+        time.sleep(0.2)
+    final = stack.wait_mirror(90)
+
+    holding_files = {str(Path(rel).parents[i]) for rel in final for i in range(len(Path(rel).parents) - 1)}
+    assert holding_files == {"keep", "archive", "archive/beta", "archive/beta/deep", "churn", "churn/sub"}
+    deadline = time.monotonic() + 10
+    while stack.remote.folders() != holding_files and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert stack.remote.folders() == holding_files

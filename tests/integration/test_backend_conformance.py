@@ -28,8 +28,10 @@ from tests.fixtures import sftp_server as sftp_fx
 from tests.fixtures.storage_remotes import (
     Remote,
     folder_digest,
+    folder_folders,
     folder_leftovers,
     folder_reader,
+    folders_of_keys,
     generation_of,
     s3_remote,
     sftp_remote,
@@ -67,6 +69,7 @@ def remote(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Remote]:
             read=mem_read,
             digest=mem_digest,
             leftovers=lambda: [f"{p}@{tag}" for p, tag in store.partials],
+            folders=lambda: folders_of_keys(store.files),
             cut=lambda: set_unavailable(True),
             restore=lambda: set_unavailable(False),
         )
@@ -80,6 +83,7 @@ def remote(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Remote]:
             read=folder_reader(base),
             digest=folder_digest(base),
             leftovers=folder_leftovers(base),
+            folders=folder_folders(base),
             cut=lambda: base.rename(hidden),
             restore=lambda: hidden.rename(base),
         )
@@ -311,6 +315,46 @@ def test_a_folder_move_takes_every_file_along(backend: Backend, remote: Remote, 
     assert moved == sorted(n.replace("dir/", "renamed/dir 2/", 1) for n in names)
     assert remote.read("renamed/dir 2/sub1/f1.txt") == b"dir/sub1/f1.txt"
     assert remote.read("dirt.txt") == b"a sibling with a similar name"
+
+
+def test_a_folder_stays_on_the_remote_as_long_as_it_holds_a_file(
+    backend: Backend, remote: Remote, tmp_path: Path
+) -> None:
+    """What a mirror's deletes and moves empty goes with them; a folder with a file left stays."""
+    for i, name in enumerate(["keep.txt", "album/2024/one.jpg", "album/2024/two.jpg", "album/cover.jpg"]):
+        put(backend, name, tmp_path / f"f{i}", name.encode())
+    put(backend, "drafts/old/a.txt", tmp_path / "a", b"draft")
+    put(backend, "archive/x.txt", tmp_path / "x", b"archived")
+
+    assert backend.delete("album/2024/one.jpg")
+    assert "album/2024" in remote.folders()  # two.jpg is still in it
+    assert backend.delete("album/2024/two.jpg")
+    assert remote.folders() == {"album", "drafts", "drafts/old", "archive"}
+
+    backend.move("drafts/old/a.txt", "final/a.txt")
+    assert remote.folders() == {"album", "final", "archive"}
+    backend.move_dir("archive", "attic/archive")
+    assert remote.folders() == {"album", "final", "attic", "attic/archive"}
+
+    for name in ["album/cover.jpg", "final/a.txt", "attic/archive/x.txt"]:
+        assert backend.delete(name)
+    assert remote.folders() == set()
+    assert remote.read("keep.txt") == b"keep.txt"  # the base itself stays
+
+    put(backend, "album/2024/three.jpg", tmp_path / "three", b"back again")
+    assert remote.read("album/2024/three.jpg") == b"back again"
+
+
+def test_an_abandoned_upload_leaves_no_folder_behind(backend: Backend, remote: Remote, tmp_path: Path) -> None:
+    local = tmp_path / "gone.bin"
+    gen = write(local, os.urandom(BIG))
+    with pytest.raises(Interrupted):
+        backend.upload("new/folder/gone.bin", str(local), gen, interrupt_after(MiB))
+
+    backend.cleanup("new/folder/gone.bin")  # the file went locally before it was sent
+
+    assert remote.leftovers() == []
+    assert remote.folders() == set()
 
 
 # ----------------------------------------------------------------------------- partials and resume

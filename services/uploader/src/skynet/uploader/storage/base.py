@@ -108,7 +108,11 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def delete(self, path: str) -> bool:
-        """Delete the file at ``path``; False if it was not there. Never deletes folders' contents."""
+        """Delete the file at ``path``; False if it was not there. Never deletes folders' contents.
+
+        A backend with real folders also removes those the delete left empty (not the base), as
+        ``move``, ``move_dir`` and ``cleanup`` do for what they empty: the remote holds the
+        folders that hold files."""
 
     @abc.abstractmethod
     def move(self, src: str, dst: str) -> None:

@@ -7,8 +7,12 @@ Uploads go to a partial next to the final name (see ``_partial``), are fsynced, 
 mtime (nanoseconds) and, as atime, a tag of the whole generation (``_atime_tag``: the inode
 tells apart two files of one size and mtime), and are renamed into place with ``os.replace``.
 A partial of the same generation is continued from its last whole chunk after checking the
-chunk before it against the local bytes; partials of other generations are deleted. Deleting a
-file leaves its folders.
+chunk before it against the local bytes; partials of other generations are deleted.
+
+Folders exist on the target as long as they hold files: a delete, a move or the removal of a
+partial removes the folders it emptied (``rmdir`` up towards the base, stopping at the first that
+still holds anything). An upload that finds its folder removed that way meanwhile makes it again
+and carries on (``FOLDER_RACE_TRIES``).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import posixpath
 from collections.abc import Iterator
 from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
@@ -48,6 +53,7 @@ from skynet.uploader.storage.config import BackendSettings
 log = logging.getLogger(__name__)
 
 CHUNK = 1024 * 1024
+FOLDER_RACE_TRIES = 3  # a folder removed as emptied while a file was on its way into it
 _UNAVAILABLE_ERRNOS = {errno.EIO, errno.ESTALE, errno.ETIMEDOUT, errno.EHOSTDOWN, errno.ENOTCONN, errno.ENODEV}
 
 
@@ -117,13 +123,19 @@ class LocalBackend(Backend):
         src = open_regular(local_file)  # closed below
         try:
             try:
-                _make_folders(folder)
-                if _partial.resumable(generation):
-                    self._discard_other_partials(folder, name, partial)
-                    offset = self._resume_point(partial, src)
-                else:
-                    offset = 0
-                sent = self._copy(src, partial, offset, guard_progress(progress))
+                for attempt in range(FOLDER_RACE_TRIES):
+                    try:
+                        _make_folders(folder)
+                        if _partial.resumable(generation):
+                            self._discard_other_partials(folder, name, partial)
+                            offset = self._resume_point(partial, src)
+                        else:
+                            offset = 0
+                        sent = self._copy(src, partial, offset, guard_progress(progress))
+                        break
+                    except FileNotFoundError:  # the folder was removed as emptied meanwhile
+                        if attempt == FOLDER_RACE_TRIES - 1:
+                            raise
                 os.utime(partial, ns=(generation_tag(generation) * 10**9, generation.mtime_ns))
                 try:
                     os.replace(partial, full)
@@ -204,7 +216,18 @@ class LocalBackend(Backend):
             return False
         except OSError as exc:
             raise classify(exc, f"delete {full}") from exc
+        self._prune(path)
         return True
+
+    def _prune(self, path: str) -> None:
+        """Remove the folders above ``path`` that are empty now, up to the base (not included)."""
+        folder = posixpath.dirname(validate_rel_path(path))
+        while folder:
+            try:
+                os.rmdir(self._full(folder))  # refused while the folder holds anything
+            except OSError:
+                return
+            folder = posixpath.dirname(folder)
 
     def move(self, src: str, dst: str) -> None:
         full_src, full_dst = self._full(src), self._full(dst)
@@ -212,10 +235,17 @@ class LocalBackend(Backend):
         if not os.path.isfile(full_src):
             raise RemoteRefused(f"cannot move {src!r}: it is not on the target")
         try:
-            os.makedirs(os.path.dirname(full_dst), exist_ok=True)
-            os.replace(full_src, full_dst)
+            for attempt in range(FOLDER_RACE_TRIES):
+                os.makedirs(os.path.dirname(full_dst), exist_ok=True)
+                try:
+                    os.replace(full_src, full_dst)
+                    break
+                except FileNotFoundError:  # dst's folder removed as emptied since it was made
+                    if attempt == FOLDER_RACE_TRIES - 1 or not os.path.lexists(full_src):
+                        raise
         except OSError as exc:
             raise classify(exc, f"move {src!r} to {dst!r}") from exc
+        self._prune(src)
 
     def move_dir(self, src: str, dst: str) -> None:
         full_src, full_dst = self._full(src), self._full(dst)
@@ -230,6 +260,7 @@ class LocalBackend(Backend):
             raise RemoteRefused(f"cannot move folder {src!r}: it is not on the target") from exc
         except OSError as exc:
             raise classify(exc, f"move folder {src!r} to {dst!r}") from exc
+        self._prune(src)
 
     def list(self, prefix: str = "") -> Iterator[RemoteEntry]:
         top = self._full(prefix)
@@ -249,14 +280,18 @@ class LocalBackend(Backend):
     def cleanup(self, path: str) -> None:
         full = self._full(path)
         folder, name = os.path.split(full)
+        removed = False
         try:
             for entry in os.listdir(folder):
                 if _partial.belongs_to(name, entry):
                     os.unlink(os.path.join(folder, entry))
+                    removed = True
         except FileNotFoundError:
             return
         except OSError as exc:
             raise classify(exc, f"cleanup {full}") from exc
+        if removed:
+            self._prune(path)
 
 
 def open_backend(target: str, settings: BackendSettings) -> LocalBackend:

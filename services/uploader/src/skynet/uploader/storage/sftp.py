@@ -57,8 +57,12 @@ Progress reports the acknowledged contiguous prefix (monotonic, ending at the fi
 the thread that called ``upload``; when the callback raises, the streams stop taking chunks,
 collect the replies still in flight, close their handles, and the exception propagates.
 
-``delete`` leaves folders in place. The connection is opened on first use and reopened on the
-next call after it was lost.
+**Folders** exist on the server as long as they hold files: after a delete, a move or the removal
+of a partial, the folders it emptied are removed (``rmdir`` up towards the base, which fails and
+stops at the first that still holds anything, so nothing but an empty folder is ever removed).
+Another upload into such a folder at that moment finds it gone: its folders are created again
+and the step retried (``FOLDER_RACE_TRIES``). The connection is opened on first use and reopened
+on the next call after it was lost.
 """
 
 from __future__ import annotations
@@ -113,6 +117,7 @@ PARALLEL_MIN_BYTES = 64 * 1024 * 1024  # files this large go over several stream
 STREAM_WINDOW = 16  # chunks handed out beyond the lowest unacknowledged one, all streams together
 RESUME_MARGIN = STREAM_WINDOW * WRITE_CHUNK  # see the module docstring
 MAX_STREAMS = STREAM_WINDOW  # more streams than chunks in the window would only wait
+FOLDER_RACE_TRIES = 3  # a folder removed as emptied while a file was on its way into it
 _CLIENT_LOGGED: set[str] = set()  # servers whose SFTP client (OpenSSH or paramiko) was logged
 
 
@@ -300,6 +305,17 @@ class SftpBackend(Backend):
             sftp.rename(src, dst)
 
     def _mkdirs(self, sftp: paramiko.SFTPClient, folder: str) -> None:
+        """Create ``folder`` and its parents; again if one was removed as emptied meanwhile."""
+        for attempt in range(FOLDER_RACE_TRIES):
+            try:
+                self._mkdirs_once(sftp, folder)
+                return
+            except FileNotFoundError:
+                if attempt == FOLDER_RACE_TRIES - 1:
+                    raise
+                self._dirs.clear()
+
+    def _mkdirs_once(self, sftp: paramiko.SFTPClient, folder: str) -> None:
         if folder in self._dirs or folder in ("", "/", "."):
             return
         try:
@@ -307,7 +323,7 @@ class SftpBackend(Backend):
             if st.st_mode is not None and not stat_mod.S_ISDIR(st.st_mode):
                 raise RemoteConflict(f"{folder} is a file on the server, not a folder (the local has a folder)")
         except FileNotFoundError:
-            self._mkdirs(sftp, posixpath.dirname(folder))
+            self._mkdirs_once(sftp, posixpath.dirname(folder))
             try:
                 sftp.mkdir(folder)
             except OSError:
@@ -416,7 +432,7 @@ class SftpBackend(Backend):
         """A write handle on the partial: truncated to ``offset`` (round trips: one, two on a resume).
 
         A stale folder cache shows as "no such file" here: the folders are made again and the
-        open retried once.
+        open retried.
         """
         if offset:
             handle = session.open(partial, SFTP_FLAG_WRITE)
@@ -427,12 +443,13 @@ class SftpBackend(Backend):
                 raise
             return handle
         flags = SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_TRUNC
-        try:
-            return session.open(partial, flags)
-        except FileNotFoundError:
-            self._dirs.clear()
-            self._mkdirs(session.sftp, folder)
-            return session.open(partial, flags)
+        for _ in range(FOLDER_RACE_TRIES - 1):
+            try:
+                return session.open(partial, flags)
+            except FileNotFoundError:
+                self._dirs.clear()
+                self._mkdirs(session.sftp, folder)
+        return session.open(partial, flags)
 
     def _send_one(
         self,
@@ -545,23 +562,50 @@ class SftpBackend(Backend):
     def delete(self, path: str) -> bool:
         remote = self._remote(path)
         try:
-            self._client().remove(remote)
+            sftp = self._client()
+            sftp.remove(remote)
         except FileNotFoundError:
             return False
         except Exception as exc:
             raise self._fail(exc, f"delete {remote}") from exc
+        self._prune(sftp, path)
         return True
+
+    def _prune(self, sftp: paramiko.SFTPClient, path: str) -> None:
+        """Remove the folders above ``path`` that are empty now, up to the base (not included)."""
+        folder = posixpath.dirname(validate_rel_path(path))
+        while folder:
+            remote = self._remote(folder)
+            try:
+                sftp.rmdir(remote)  # refused while the folder holds anything
+            except OSError:
+                return
+            except Exception as exc:  # the connection went: the next call reconnects and reports it
+                log.debug("stopped removing emptied folders at %s: %s", remote, exc)
+                return
+            log.debug("removed emptied folder %s", remote)
+            self._dirs.discard(remote)
+            folder = posixpath.dirname(folder)
 
     def move(self, src: str, dst: str) -> None:
         rsrc, rdst = self._remote(src), self._remote(dst)
         try:
             sftp = self._client()
-            self._mkdirs(sftp, posixpath.dirname(rdst))
-            self._replace(sftp, rsrc, rdst)
+            for attempt in range(FOLDER_RACE_TRIES):
+                self._mkdirs(sftp, posixpath.dirname(rdst))
+                try:
+                    self._replace(sftp, rsrc, rdst)
+                    break
+                except FileNotFoundError:
+                    # src gone, or dst's folder removed as emptied since _mkdirs saw it
+                    if attempt == FOLDER_RACE_TRIES - 1 or not _exists(sftp, rsrc):
+                        raise
+                    self._dirs.clear()
         except FileNotFoundError as exc:
             raise RemoteRefused(f"cannot move {src!r}: it is not on the target") from exc
         except Exception as exc:
             raise self._fail(exc, f"move {rsrc} to {rdst}") from exc
+        self._prune(sftp, src)
 
     def move_dir(self, src: str, dst: str) -> None:
         rsrc, rdst = self._remote(src), self._remote(dst)
@@ -576,6 +620,7 @@ class SftpBackend(Backend):
                 self._mkdirs(sftp, posixpath.dirname(rdst))
                 sftp.posix_rename(rsrc, rdst)
                 self._dirs = {d for d in self._dirs if not (d == rsrc or d.startswith(rsrc + "/"))}
+                self._prune(sftp, src)
                 return
         except FileNotFoundError as exc:
             raise RemoteRefused(f"cannot move folder {src!r}: it is not on the target") from exc
@@ -609,15 +654,19 @@ class SftpBackend(Backend):
     def cleanup(self, path: str) -> None:
         remote = self._remote(path)
         folder, name = posixpath.split(remote)
+        removed = False
         try:
             sftp = self._client()
             for attr in sftp.listdir_attr(folder):
                 if _partial.belongs_to(name, attr.filename):
                     sftp.remove(posixpath.join(folder, attr.filename))
+                    removed = True
         except FileNotFoundError:
             return
         except Exception as exc:
             raise self._fail(exc, f"cleanup {remote}") from exc
+        if removed:
+            self._prune(sftp, path)
 
 
 def _chunks(length: int) -> int:
@@ -662,6 +711,14 @@ def open_backend(target: str, settings: BackendSettings) -> SftpBackend:
     base = path if path == "~" or path.startswith("~/") else "/" + path
     endpoint = _sftp_connect.Endpoint(user=unquote(parts.username), host=parts.hostname, port=port)
     return SftpBackend(endpoint, base.lstrip("/") if not base.startswith("~") else base, settings)
+
+
+def _exists(sftp: paramiko.SFTPClient, path: str) -> bool:
+    try:
+        sftp.stat(path)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _clear_folder_for_file(sftp: paramiko.SFTPClient, path: str) -> None:
