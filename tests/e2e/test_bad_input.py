@@ -114,6 +114,32 @@ def test_bad_files_and_bad_messages_are_refused_clearly_while_every_other_file_a
         stack.stop_all()
 
 
+def test_a_top_level_skynet_folder_arrives_on_sftp_and_is_refused_clearly_on_s3(
+    stack: Stack, remote: RemoteView, tap: EventTap
+) -> None:
+    """On S3 ``<prefix>/.skynet/`` holds skynet's multipart markers, never listed: a user's folder of
+    that name would be uploaded and then never seen again, or overwrite a marker."""
+    stack.start("watcher")
+    stack.start("uploader", "uploader-a")
+    w = stack.watch
+    (w / ".skynet" / "uploads").mkdir(parents=True)
+    (w / ".skynet" / "notes.txt").write_text("mine")
+    (w / ".skynet" / "uploads" / ("0" * 40)).write_text("looks like a marker")
+    (w / "sub" / ".skynet").mkdir(parents=True)
+    (w / "sub" / ".skynet" / "fine.txt").write_text("only the top level is reserved")
+    (w / "other.txt").write_text("the rest goes on")
+    top = frozenset({".skynet/notes.txt", f".skynet/uploads/{'0' * 40}"})
+    if isinstance(remote, SftpRemote):
+        stack.wait_mirror(60)
+        return
+    stack.wait_mirror(60, exclude=top)
+    for rel in top:
+        reason = wait_for(lambda r=rel: " ".join(str(e.get("reason")) for e in tap.of("failed", r)), 30, what=rel)
+        assert "bookkeeping" in str(reason) and "rename the folder" in str(reason), reason
+        assert remote.read(rel) is None
+    assert remote.read("sub/.skynet/fine.txt") == b"only the top level is reserved"
+
+
 def remote_mtime_ns(remote: RemoteView, rel: str) -> int | None:
     """The local mtime the remote records for ``rel`` (SFTP: the file's own; S3: the metadata)."""
     if isinstance(remote, SftpRemote):

@@ -733,6 +733,33 @@ def test_s3_delete_also_aborts_an_upload_left_open(s3_target: s3_fx.S3Target, tm
     assert t.client.list_objects_v2(Bucket=t.bucket).get("Contents", []) == []
 
 
+def test_s3_refuses_a_top_level_skynet_folder_which_holds_its_bookkeeping(
+    s3_target: s3_fx.S3Target, tmp_path: Path
+) -> None:
+    from skynet.uploader.storage.s3 import open_backend
+
+    backend = open_backend(s3_target.target, s3_target.settings)
+    big = tmp_path / "big"
+    gen = write(big, os.urandom(BIG))
+    with pytest.raises(Interrupted):
+        backend.upload("big", str(big), gen, interrupt_after(MiB))  # leaves its marker under .skynet/
+    markers = [o["Key"] for o in s3_target.client.list_objects_v2(Bucket=s3_target.bucket)["Contents"]]
+    marker = markers[0][len(s3_target.prefix) + 1 :]
+    assert marker.startswith(".skynet/")
+
+    for rel in (marker, ".skynet/notes.txt"):
+        with pytest.raises(InvalidPath, match="bookkeeping"):
+            put(backend, rel, tmp_path / "mine", b"a user's file")
+        with pytest.raises(InvalidPath):
+            backend.delete(rel)
+    put(backend, "sub/.skynet/notes.txt", tmp_path / "fine", b"only the top level is reserved")
+    put(backend, ".skynet-not-quite/notes.txt", tmp_path / "fine2", b"nor a longer name")
+
+    result = backend.upload("big", str(big), gen, lambda n: None)  # the marker was left alone
+    assert result.resumed_from > 0
+    assert sorted(e.path for e in backend.list()) == [".skynet-not-quite/notes.txt", "big", "sub/.skynet/notes.txt"]
+
+
 def test_s3_sends_a_small_body_at_once_and_asks_before_sending_a_large_part(
     s3_target: s3_fx.S3Target, tmp_path: Path
 ) -> None:

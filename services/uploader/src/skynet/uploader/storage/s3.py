@@ -9,7 +9,8 @@ so ``stat`` is one HEAD and ``matches`` is exact. Files below ``s3_multipart_thr
 one PUT (with Content-MD5); larger ones by a resumable, parallel multipart upload (see
 ``_s3_multipart``) that is visible only once completed. ``move`` is a server-side copy (multipart
 copy over 5 GiB) that keeps the metadata, then a delete. Keys under ``<prefix>/.skynet/`` are
-skynet's own bookkeeping and are never listed.
+skynet's own bookkeeping and are never listed; a local top-level folder named ``.skynet`` is
+refused (InvalidPath) rather than mixed with them.
 """
 
 from __future__ import annotations
@@ -126,6 +127,11 @@ class S3Backend(Backend):
         key = remote_join(self.prefix, validate_rel_path(path))
         if len(key.encode("utf-8")) > MAX_KEY_BYTES:
             raise InvalidPath(f"S3 key for {path!r} is over {MAX_KEY_BYTES} bytes")
+        if key.startswith(self._meta_prefix):
+            raise InvalidPath(
+                f"{path!r}: the top-level folder .skynet is where skynet keeps its bookkeeping on S3;"
+                " rename the folder to have it mirrored"
+            )
         return key
 
     def _rel(self, key: str) -> str:
