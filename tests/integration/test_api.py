@@ -295,6 +295,14 @@ def test_status_shows_queue_depths_and_admin_actions_reach_the_broker(amqp_url: 
             assert c.post("/v1/admin/rescan", json={"source": "cam"}, headers=H_ADMIN).status_code == 202
             method, _props, body = ch.basic_get(q, auto_ack=True)
             assert method is not None and json.loads(body)["source"] == "cam"
+            assert json.loads(body)["full"] is False
+            # A full rescan (every file checked on the remote) says so in the request.
+            full = c.post("/v1/admin/rescan", json={"source": "cam", "full": True}, headers=H_ADMIN)
+            assert full.status_code == 202
+            method, _props, body = ch.basic_get(q, auto_ack=True)
+            assert method is not None and json.loads(body)["full"] is True
+            wrong = c.post("/v1/admin/rescan", json={"source": "cam", "full": "yes please"}, headers=H_ADMIN)
+            assert wrong.status_code == 422
             # Releasing held deletes: admin only, delivered to the watcher's control binding.
             ch.queue_bind(q, CONTROL_EXCHANGE, "release.cam")
             assert c.post("/v1/admin/release-held", json={"source": "cam"}, headers=H_READ).status_code == 403

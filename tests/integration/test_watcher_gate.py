@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -9,9 +10,10 @@ from pathlib import Path
 
 import pika
 
+from skynet.common.admin import request_rescan
 from skynet.common.broker import Publisher
 from skynet.common.messages import encode_changed
-from skynet.common.topology import Topology, actions_queue
+from skynet.common.topology import CONTROL_EXCHANGE, Topology, actions_queue, control_routing_key
 from skynet.watcher.pump import OutboxPump
 from skynet.watcher.store import Store
 from tests.e2e.harness import EventTap, NoRemote, Stack
@@ -148,6 +150,44 @@ def test_a_file_changed_after_the_scan_found_it_is_published_as_its_newer_versio
         _restart_publishes_nothing(
             stack, amqp_url, "the index kept the older version of the rewritten file", SKYNET_SETTLE_MS="0"
         )
+    finally:
+        stack.stop_all()
+
+
+def test_a_full_rescan_sends_every_file_the_index_holds_for_a_check_and_a_plain_one_sends_nothing(
+    tmp_path: Path, amqp_url: str
+) -> None:
+    """A plain rescan compares the folder with the index; a full one also sends each file the index
+    says is already on the remote, without a generation (never uploaded blind: checked there)."""
+    stack = Stack(tmp_path, amqp_url, NoRemote())
+    try:
+        names = write_old_files(stack.watch, (f"d{i % 5}/old-{i:03}.dat" for i in range(300)))
+        watcher = stack.start("watcher")
+        wait_for(lambda: _depth(amqp_url) == 300, 30, what="an action for each of the 300 files")
+        drain_actions(amqp_url)
+        changed = stack.watch / "d2/old-007.dat"
+        changed.write_bytes(b"changed since it was sent")
+        os.utime(changed, (time.time() - 120, time.time() - 120))  # old enough to go out at once
+
+        # Garbage in the request's body: a plain rescan, and the watcher goes on.
+        conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
+        try:
+            conn.channel().basic_publish(CONTROL_EXCHANGE, control_routing_key("default"), b"\xff not json")
+        finally:
+            conn.close()
+        wait_for(lambda: watcher.text().count("scan (requested)") == 1, 30, what="the plain rescan")
+        assert "not JSON: doing a plain rescan" in watcher.text()
+        time.sleep(1)
+        plain = drain_actions(amqp_url)
+        assert [a["path"] for a in plain] == ["d2/old-007.dat"], "a plain rescan sends what changed, nothing else"
+
+        request_rescan(amqp_url, "default", full=True)
+        wait_for(lambda: _depth(amqp_url) == 300, 30, what="an action for each file")
+        full = drain_actions(amqp_url)
+        assert sorted(str(a["path"]) for a in full) == sorted(names)
+        assert all(a.get("generation") is None for a in full), "a check must not be an upload sent blind"
+        assert "verify: 300 files the remote should hold sent to be checked there" in watcher.text()
+        assert watcher.alive()
     finally:
         stack.stop_all()
 

@@ -10,7 +10,15 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from skynet.api.errors import ApiError, responses
-from skynet.api.models import RequeueRequest, RequeueResult, RescanResult, RetryRequest, RetryResult, SourceRequest
+from skynet.api.models import (
+    RequeueRequest,
+    RequeueResult,
+    RescanRequest,
+    RescanResult,
+    RetryRequest,
+    RetryResult,
+    SourceRequest,
+)
 from skynet.api.settings import ApiSettings
 from skynet.common import admin
 
@@ -44,8 +52,8 @@ def admin_router() -> APIRouter:
     @router.post(
         "/rescan", response_model=RescanResult, status_code=202, responses=errs, summary="Ask a watcher to rescan"
     )
-    def rescan(request: Request, body: SourceRequest) -> RescanResult:
-        admin.request_rescan(_amqp(request), body.source)
+    def rescan(request: Request, body: RescanRequest) -> RescanResult:
+        admin.request_rescan(_amqp(request), body.source, full=body.full)
         return RescanResult()
 
     @router.post(

@@ -96,8 +96,9 @@ def cmd_requeue(args: argparse.Namespace) -> int:
 
 
 def cmd_rescan(args: argparse.Namespace) -> int:
-    admin.request_rescan(str(_env("SKYNET_AMQP_URL")), args.source)
-    print(f"rescan requested for {args.source}")
+    admin.request_rescan(str(_env("SKYNET_AMQP_URL")), args.source, full=args.full)
+    kind = "full rescan (every file checked on the remote)" if args.full else "rescan"
+    print(f"{kind} requested for {args.source}")
     return 0
 
 
@@ -134,6 +135,12 @@ def parser() -> argparse.ArgumentParser:
     r.set_defaults(fn=cmd_requeue)
     c = sub.add_parser("rescan", help="ask the watcher of a source to rescan its folder")
     c.add_argument("--source", required=True, type=_source)
+    c.add_argument(
+        "--full",
+        action="store_true",
+        help="also check every file already sent against the remote (one stat / HEAD each) and send what is"
+        " missing or different there: for a remote changed or emptied behind skynet's back",
+    )
     c.set_defaults(fn=cmd_rescan)
     h = sub.add_parser("release-held", help="apply the deletes a watcher's safety rules held back")
     h.add_argument("--source", required=True, type=_source)

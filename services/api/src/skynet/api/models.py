@@ -169,6 +169,14 @@ class SourceRequest(BaseModel):
     source: str = Field(pattern=SOURCE_PATTERN)
 
 
+class RescanRequest(SourceRequest):
+    full: bool = Field(
+        default=False,
+        description="also check every file already sent against the remote (one stat / HEAD each) and send"
+        " what is missing or different there: heals a remote changed or emptied behind skynet's back",
+    )
+
+
 class RequeueRequest(SourceRequest):
     limit: int | None = Field(default=None, ge=1, le=1_000_000)
 

@@ -6,8 +6,9 @@
 * :func:`retry_path` asks the uploaders to reconcile one path now, even if the remote claims to
   be up to date (``force``).
 * :func:`request_rescan` asks the watcher of a source to rescan its folder: a JSON message
-  ``{"type": "control.rescan.v1", "id", "source", "created_at"}`` on the ``skynet.control`` topic
-  exchange with routing key ``rescan.<source>``.
+  ``{"type": "control.rescan.v1", "id", "source", "created_at", "full"}`` on the
+  ``skynet.control`` topic exchange with routing key ``rescan.<source>``. ``full`` also has every
+  file the watcher already published checked against the remote.
 * :func:`queue_depths` reads queue depths with passive declares (a missing queue is ``None``).
 
 Every pika error stops here: :class:`BrokerUnavailable` (retry later) or :class:`NotDelivered`
@@ -132,18 +133,24 @@ def retry_path(url: str, source: str, path: str) -> str:
     return action.id
 
 
-def _control(url: str, source: str, kind: str, routing_key: str) -> None:
+def _control(url: str, source: str, kind: str, routing_key: str, **fields: object) -> None:
     with _channel(url) as (_conn, ch):
         Topology(source).declare_control(ch)
         props = pika.BasicProperties(content_type="application/json", delivery_mode=pika.DeliveryMode.Persistent)
-        body = json.dumps({"type": f"control.{kind}.v1", "id": new_id(), "source": source, "created_at": now()})
-        _publish(ch, CONTROL_EXCHANGE, routing_key, body.encode(), props)
+        request = {"type": f"control.{kind}.v1", "id": new_id(), "source": source, "created_at": now(), **fields}
+        _publish(ch, CONTROL_EXCHANGE, routing_key, json.dumps(request).encode(), props)
     log.info("%s requested for source %s", kind, source)
 
 
-def request_rescan(url: str, source: str) -> None:
-    """Ask the watcher of ``source`` to rescan its folder now."""
-    _control(url, source, "rescan", control_routing_key(source))
+def request_rescan(url: str, source: str, full: bool = False) -> None:
+    """Ask the watcher of ``source`` to rescan its folder now.
+
+    ``full``: also send every file the watcher already published, so that the uploaders check
+    each against the remote (one stat / HEAD per file) and send what is missing or different
+    there. A plain rescan compares the folder with what the watcher last published, so it cannot
+    see a remote changed or emptied behind skynet's back.
+    """
+    _control(url, source, "rescan", control_routing_key(source), full=full)
 
 
 def release_held(url: str, source: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import threading
 from collections.abc import Callable
@@ -22,7 +23,7 @@ class ControlListener:
         url: str,
         topology: Topology,
         name: str,
-        on_rescan: Callable[[], None],
+        on_rescan: Callable[[bool], None],
         on_release: Callable[[], None],
         ca_file: str | None = None,
     ) -> None:
@@ -63,12 +64,15 @@ class ControlListener:
             ch.queue_bind(queue=queue, exchange=CONTROL_EXCHANGE, routing_key=control_routing_key(source))
             ch.queue_bind(queue=queue, exchange=CONTROL_EXCHANGE, routing_key=release_routing_key(source))
 
-            def on_message(_ch: object, method: object, _props: object, _body: bytes) -> None:
+            def on_message(_ch: object, method: object, _props: object, body: bytes) -> None:
                 key = str(getattr(method, "routing_key", ""))
-                log.info("control request %s", key)
                 if key.startswith("rescan."):
-                    self._on_rescan()
-                elif key.startswith("release."):
+                    full = wants_full_scan(body)
+                    log.info("control request %s%s", key, " (full: every file checked on the remote)" if full else "")
+                    self._on_rescan(full)
+                    return
+                log.info("control request %s", key)
+                if key.startswith("release."):
                     self._on_release()
 
             ch.basic_consume(queue, on_message, auto_ack=True)
@@ -77,3 +81,17 @@ class ControlListener:
         finally:
             with contextlib.suppress(Exception):  # closing a dead connection
                 conn.close()
+
+
+def wants_full_scan(body: bytes) -> bool:
+    """Does a rescan request ask for a full scan (``"full": true``)?
+
+    Anything else, including a body that is not JSON (an older ``skynet rescan``, a hand-made
+    message), asks for a plain rescan, which is never wrong, only less thorough.
+    """
+    try:
+        request = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        log.warning("rescan request with a body that is not JSON: doing a plain rescan")
+        return False
+    return isinstance(request, dict) and request.get("full") is True

@@ -42,6 +42,7 @@ QUIET_ENOUGH_NS = 60 * 1_000_000_000  # a file found by a scan, unmodified this 
 WAITING_AFTER_S = 0.05
 SCAN_BATCH = 5000  # files a scan hands the gate at a time
 START_UP = "start-up"  # the reason given to the scan a watcher starts with
+VERIFY = "verify"  # the reason given to a full scan (every file checked against the remote)
 MAX_REMEMBERED_REPORTS = 10_000  # refused or skipped paths remembered so that each is reported once
 
 
@@ -49,11 +50,16 @@ MAX_REMEMBERED_REPORTS = 10_000  # refused or skipped paths remembered so that e
 class ScanRequest:
     reason: str
     under: str = ""
+    # Also send every file the index says is already on the remote, as an action without a
+    # generation: the uploaders check each against the remote (one stat / HEAD) and send only
+    # what is missing or different there. Heals a remote changed behind skynet's back.
+    full: bool = False
 
 
 @dataclass(frozen=True)
 class ScanBatch:
     found: list[tuple[str, GenTuple]]
+    full: bool = False
     taken: threading.Event = field(default_factory=threading.Event)  # set once the gate has handled it
 
 
@@ -64,6 +70,7 @@ class ScanDone:
     seen: frozenset[str]
     count: int
     started: float  # time.monotonic() when the walk began
+    full: bool = False
 
 
 @dataclass(frozen=True)
@@ -110,6 +117,8 @@ class Engine:
         self._reported: dict[str, str] = {}  # path → why it was refused or skipped (reported once)
         self._reported_lock = threading.Lock()
         self._scanning = False
+        self._verify_next = False  # a full scan asked for while another whole-tree scan ran
+        self._verified = 0  # files a full scan sent to be checked against the remote
         # Set while the start-up scan runs: the outbox pump waits for it (see pump.py).
         self.starting_scan = threading.Event()
         self._recent_dir_moves: deque[tuple[float, str, str]] = deque()
@@ -125,10 +134,10 @@ class Engine:
         self._stop.set()
         self.queue.put(None)
 
-    def request_scan(self, reason: str, under: str = "") -> None:
+    def request_scan(self, reason: str, under: str = "", full: bool = False) -> None:
         if reason == START_UP and not under:
             self.starting_scan.set()
-        self.queue.put(ScanRequest(reason, under))
+        self.queue.put(ScanRequest(reason, under, full))
 
     def release_held(self) -> None:
         self.queue.put(Release())
@@ -136,6 +145,8 @@ class Engine:
     def run(self) -> None:
         """The gate loop; returns after :meth:`stop`."""
         next_rescan = self.clock() + self.settings.rescan_interval_s if self.settings.rescan_interval_s else None
+        verify_every = self.settings.verify_interval_s
+        next_verify = self.clock() + verify_every if verify_every else None
         next_root_check = self.clock() + 1.0
         while not self._stop.is_set():
             now = self.clock()
@@ -167,6 +178,9 @@ class Engine:
             if next_rescan is not None and next_rescan <= now and not self._scanning:
                 next_rescan = now + self.settings.rescan_interval_s
                 self.request_scan("periodic")
+            if next_verify is not None and next_verify <= now:
+                next_verify = now + verify_every
+                self.request_scan(VERIFY, full=True)
         self._flush()
 
     # ------------------------------------------------------------------ dispatch
@@ -549,6 +563,8 @@ class Engine:
 
     def _start_scan(self, req: ScanRequest) -> None:
         if req.under == "" and self._scanning:
+            if req.full:  # not dropped: it runs once the scan under way is done
+                self._verify_next = True
             return
         if req.under == "":
             self._scanning = True
@@ -568,11 +584,11 @@ class Engine:
             count += len(found)
             batch += found
             if len(batch) >= SCAN_BATCH:
-                self._hand_over(ScanBatch(batch))
+                self._hand_over(ScanBatch(batch, req.full))
                 batch = []
         if batch:
-            self._hand_over(ScanBatch(batch))
-        self.queue.put(ScanDone(req.reason, req.under, frozenset(seen), count, t0))
+            self._hand_over(ScanBatch(batch, req.full))
+        self.queue.put(ScanDone(req.reason, req.under, frozenset(seen), count, t0, req.full))
         log.debug("walk of %r (%s) found %d files in %.2fs", req.under or "/", req.reason, count, time.monotonic() - t0)
 
     def _hand_over(self, batch: ScanBatch) -> None:
@@ -590,11 +606,11 @@ class Engine:
 
     def _on_scan_batch(self, batch: ScanBatch) -> None:
         try:
-            self._take_scan_batch(batch.found)
+            self._take_scan_batch(batch.found, batch.full)
         finally:
             batch.taken.set()
 
-    def _take_scan_batch(self, found: list[tuple[str, GenTuple]]) -> None:
+    def _take_scan_batch(self, found: list[tuple[str, GenTuple]], full: bool = False) -> None:
         now = self.clock()
         # Untouched for this long, a file needs no second look. (Younger files go through the
         # gate, which also asks whether someone still has them open for writing.)
@@ -605,6 +621,8 @@ class Engine:
         for rel, gen in found:  # a restart compares 200,000 files here: kept lean
             old = known(rel)
             if old == gen or rel in pending:
+                if full and old == gen and rel not in pending:
+                    self._verify(rel)
                 continue
             if gen[1] > quiet_since or self.polling:
                 pending.touch(rel, now)
@@ -620,6 +638,12 @@ class Engine:
             self.discovered.extend(fresh)
             self.wake_pump()
         self._flush()
+
+    def _verify(self, rel: str) -> None:
+        """Have the uploaders check ``rel`` against the remote: an action without a generation
+        is never sent blind, so a file the remote already holds costs one stat / HEAD."""
+        self._pending_actions.append((rel, PathChanged(source=self.source, path=rel)))
+        self._verified += 1
 
     def _on_scan_done(self, done: ScanDone) -> None:
         if done.under == "":
@@ -643,8 +667,14 @@ class Engine:
             done.count,
             time.monotonic() - done.started,
         )
+        if done.full:
+            log.info("verify: %d files the remote should hold sent to be checked there", self._verified)
+            self._verified = 0
         if done.reason == START_UP and not done.under:
             self.starting_scan.clear()
+        if self._verify_next and not done.under:
+            self._verify_next = False
+            self.request_scan(VERIFY, full=True)
 
     # ------------------------------------------------------------------ events
 

@@ -18,7 +18,7 @@ from skynet.common.messages import FileEvent, WorkerHeartbeat
 from skynet.common.settings import load_settings
 from skynet.common.topology import Topology
 from skynet.watcher.control import ControlListener
-from skynet.watcher.engine import START_UP, Engine
+from skynet.watcher.engine import START_UP, VERIFY, Engine
 from skynet.watcher.observer import install_overflow_hook, start_observer
 from skynet.watcher.pump import OutboxPump
 from skynet.watcher.settings import WatcherSettings
@@ -60,7 +60,12 @@ def run(settings: WatcherSettings) -> None:
 
     engine.on_root_changed = rewatch
     control = ControlListener(
-        url, topology, name, lambda: engine.request_scan("requested"), engine.release_held, settings.amqp_ca_file
+        url,
+        topology,
+        name,
+        lambda full: engine.request_scan(VERIFY if full else "requested", full=full),
+        engine.release_held,
+        settings.amqp_ca_file,
     ).start()
     stop = threading.Event()
     started = time.time()

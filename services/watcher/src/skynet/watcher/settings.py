@@ -21,6 +21,7 @@ class WatcherSettings(BrokerSettings):
     observer: Literal["auto", "inotify", "polling"] = "auto"
     poll_interval_ms: int = Field(default=1000, ge=50)
     rescan_interval_s: float = Field(default=300.0, ge=0)  # 0 = never (start-up scan still runs)
+    verify_interval_s: float = Field(default=0.0, ge=0)  # a full scan, remote checked too (0 = never)
     max_open_wait_s: float = Field(default=60.0, ge=0)  # a file open for writing but idle this long is sent anyway
     delete_threshold: int = Field(default=1000, ge=1)  # more deletes than this in the window are held
     delete_window_s: float = Field(default=10.0, gt=0)
