@@ -31,7 +31,7 @@ import tenacity
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
 from skynet.common.errors import BrokerUnavailable
-from skynet.common.topology import HEADER_ATTEMPTS, HEADER_REASON, Topology, dead_queue
+from skynet.common.topology import HEADER_ATTEMPTS, HEADER_REASON, Topology, dead_queue, retry_queue
 
 log = logging.getLogger(__name__)
 
@@ -327,6 +327,37 @@ class Publisher:
         conn, self._conn, self._ch, self._confirms = self._conn, None, None, None
         if conn is not None:
             _quiet_close(conn)
+
+
+def declare_consumer_topology(topology: Topology, ch: BlockingChannel) -> None:
+    """What an uploader needs: the actions (:meth:`Topology.declare_actions`) and the retry queues
+    with the delays of its own ``SKYNET_RETRY_DELAYS_S``.
+
+    A retry queue that already exists with other arguments (uploaders started with other delays,
+    the setting changed since) cannot be redeclared: the broker refuses with PRECONDITION_FAILED
+    and closes the channel. Each retry queue is therefore declared on a channel of its own, and
+    one that exists with other arguments is used as it is, with a warning that says how to change
+    it, instead of the uploader never getting to work.
+    """
+    topology.declare_actions(ch)
+    for step in range(len(topology.retry_delays_s)):
+        name = retry_queue(topology.source, step)
+        side = ch.connection.channel()
+        try:
+            side.queue_declare(queue=name, durable=True, arguments=topology.retry_queue_arguments(step))
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if exc.reply_code != 406:
+                raise
+            log.warning(
+                "retry queue %s already exists with other arguments than SKYNET_RETRY_DELAYS_S gives it"
+                " (%g s): using it as it is. To change the delays, stop the uploaders of this source and"
+                " delete its retry queues (skynet.retry.%s.*) once they are empty",
+                name,
+                topology.retry_delays_s[step],
+                topology.source,
+            )
+            continue
+        side.close()
 
 
 def _quiet_close(conn: BlockingConnection) -> None:

@@ -74,22 +74,30 @@ class Topology:
         return retry_queue(self.source, step)
 
     def declare_actions(self, ch: _Channel) -> None:
+        """What a publisher of actions needs (the watcher, admin actions): the exchange, the
+        source's queue and its dead-letter queue. The retry queues are the uploaders' (see
+        :meth:`declare_retries`): their delays are an uploader setting, and a watcher declaring
+        them with its own would be refused by the broker whenever the two settings differ."""
         ch.exchange_declare(exchange=ACTIONS_EXCHANGE, exchange_type="direct", durable=True)
         queue = actions_queue(self.source)
         ch.queue_declare(queue=queue, durable=True, arguments=self._args())
         ch.queue_bind(queue=queue, exchange=ACTIONS_EXCHANGE, routing_key=self.source)
         ch.queue_declare(queue=dead_queue(self.source), durable=True, arguments=self._args())
-        for step, delay in enumerate(self.retry_delays_s):
+
+    def retry_queue_arguments(self, step: int) -> dict[str, Any]:
+        """Retry queue ``step``: its messages expire after the step's delay back onto the actions."""
+        return self._args(
+            **{
+                "x-message-ttl": int(self.retry_delays_s[step] * 1000),
+                "x-dead-letter-exchange": ACTIONS_EXCHANGE,
+                "x-dead-letter-routing-key": self.source,
+            }
+        )
+
+    def declare_retries(self, ch: _Channel) -> None:
+        for step in range(len(self.retry_delays_s)):
             ch.queue_declare(
-                queue=retry_queue(self.source, step),
-                durable=True,
-                arguments=self._args(
-                    **{
-                        "x-message-ttl": int(delay * 1000),
-                        "x-dead-letter-exchange": ACTIONS_EXCHANGE,
-                        "x-dead-letter-routing-key": self.source,
-                    }
-                ),
+                queue=retry_queue(self.source, step), durable=True, arguments=self.retry_queue_arguments(step)
             )
 
     def declare_events(self, ch: _Channel) -> None:
@@ -110,5 +118,6 @@ class Topology:
 
     def declare_all(self, ch: _Channel) -> None:
         self.declare_actions(ch)
+        self.declare_retries(ch)
         self.declare_events(ch)
         self.declare_control(ch)

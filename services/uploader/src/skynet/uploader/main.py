@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -11,7 +12,7 @@ import threading
 import time
 from types import FrameType
 
-from skynet.common.broker import Consumer, Delivery, backoff_delays
+from skynet.common.broker import Consumer, Delivery, backoff_delays, declare_consumer_topology
 from skynet.common.errors import ConfigError, RemoteUnavailable, SkynetError
 from skynet.common.events import EventSink, start_heartbeats
 from skynet.common.logs import setup_logging
@@ -119,7 +120,7 @@ def run(settings: UploaderSettings) -> None:
         workers=settings.concurrency,
         name=name,
         max_attempts=settings.max_attempts,
-        declare=topology.declare_actions,
+        declare=functools.partial(declare_consumer_topology, topology),
         heartbeat=settings.heartbeat_s,
         ca_file=settings.amqp_ca_file,
         on_dead=on_dead,
