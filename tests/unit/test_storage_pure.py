@@ -10,7 +10,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError, NoCredenti
 from hypothesis import given
 from hypothesis import strategies as st
 
-from skynet.common.errors import InvalidPath, RemoteRefused, RemoteUnavailable
+from skynet.common.errors import InvalidPath, RemoteFull, RemoteRefused, RemoteUnavailable
 from skynet.common.messages import Generation
 from skynet.uploader.storage import _partial, local, s3, sftp
 from skynet.uploader.storage._s3_multipart import MAX_PARTS, MIN_PART, MiB, part_size_for, plan
@@ -81,6 +81,9 @@ def _client_error(code: str, status: int) -> ClientError:
         (_client_error("InvalidBucketName", 400), RemoteRefused),
         (_client_error("EntityTooLarge", 400), RemoteRefused),
         (_client_error("KeyTooLongError", 400), InvalidPath),
+        (_client_error("XMinioStorageFull", 507), RemoteFull),
+        (_client_error("XMinioAdminBucketQuotaExceeded", 400), RemoteFull),
+        (_client_error("", 507), RemoteFull),
         (EndpointConnectionError(endpoint_url="http://x"), RemoteUnavailable),
         (NoCredentialsError(), RemoteRefused),
     ],
@@ -105,9 +108,11 @@ def test_sftp_errors_say_whether_retrying_helps(exc: Exception, expected: type) 
     assert type(sftp.classify(exc)) is expected
 
 
-def test_a_missing_share_is_unavailable_and_a_full_disk_refused() -> None:
+def test_a_missing_share_is_unavailable_and_a_full_disk_worth_retrying() -> None:
     assert type(local.classify(OSError(errno.ESTALE, "stale"))) is RemoteUnavailable
-    assert type(local.classify(OSError(errno.ENOSPC, "full"))) is RemoteRefused
+    assert type(local.classify(OSError(errno.ENOSPC, "full"))) is RemoteFull
+    assert type(local.classify(OSError(errno.EDQUOT, "quota"))) is RemoteFull
+    assert type(local.classify(OSError(errno.EROFS, "read-only"))) is RemoteRefused
 
 
 def test_a_striped_partial_has_a_name_of_its_own_that_still_belongs_to_its_file() -> None:

@@ -8,7 +8,9 @@ foreign library and re-raised as the most specific error below, with ``raise ...
     ├── ConfigError            bad configuration; the process refuses to start
     ├── TransientError         retrying later can help (network, server busy, broker away)
     │   ├── BrokerUnavailable
-    │   └── RemoteUnavailable
+    │   ├── RemoteUnavailable
+    │   ├── RemoteConflict     a file where a folder must go on the target, or the reverse
+    │   └── RemoteFull         the target is out of space or over its quota
     └── PermanentError         retrying the same thing cannot help
         ├── InvalidPath        a name that cannot be mapped safely to the target
         ├── InvalidMessage     a message that cannot be decoded or is of an unknown version
@@ -54,6 +56,12 @@ class RemoteConflict(TransientError):
     """The target holds a file where a folder is needed, or a folder with files where a file is
     to go: a file replaced by a folder of the same name, or the other way round. Retried, since
     the delete that clears the way (the watcher sends it in mirror mode) may come later."""
+
+
+class RemoteFull(TransientError):
+    """The target is out of space or over its quota. Retried through the retry ladder (space may
+    be freed meanwhile); a file still refused at its end is dead-lettered with this reason and
+    goes back to work with ``skynet requeue-dead`` once there is room."""
 
 
 class PermanentError(SkynetError):

@@ -30,6 +30,7 @@ from skynet.common.errors import (
     InvalidPath,
     LocalFileError,
     RemoteConflict,
+    RemoteFull,
     RemoteRefused,
     RemoteUnavailable,
     SkynetError,
@@ -67,6 +68,8 @@ def classify(exc: BaseException, what: str = "") -> SkynetError:
             return RemoteUnavailable(f"{prefix}{exc.strerror or exc}")
         if exc.errno == errno.ENAMETOOLONG:
             return InvalidPath(f"{prefix}name too long for the target")
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return RemoteFull(f"{prefix}{exc.strerror or exc}: the target is full; retried, free some space")
         return RemoteRefused(f"{prefix}{exc.strerror or exc}")
     return RemoteUnavailable(f"{prefix}{type(exc).__name__}: {exc}")
 

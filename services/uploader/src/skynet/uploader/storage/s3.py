@@ -28,7 +28,7 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 
-from skynet.common.errors import ConfigError, InvalidPath, RemoteRefused, RemoteUnavailable, SkynetError
+from skynet.common.errors import ConfigError, InvalidPath, RemoteFull, RemoteRefused, RemoteUnavailable, SkynetError
 from skynet.common.messages import Generation
 from skynet.common.paths import remote_join, validate_rel_path
 from skynet.uploader.storage import _s3_multipart as mp
@@ -75,6 +75,9 @@ _UNAVAILABLE_CODES = {
     "ServiceUnavailable",
     "NoSuchUpload",  # another replica aborted our multipart upload: start again later
 }
+# Out of space or over a quota (MinIO's codes; 507 is HTTP's "Insufficient Storage"): retried,
+# since room may be made, and never confused with an outage (the store answers).
+_FULL_CODES = {"XMinioStorageFull", "XMinioAdminBucketQuotaExceeded", "QuotaExceeded", "InsufficientStorage"}
 
 
 def classify(exc: BaseException, what: str = "") -> SkynetError:
@@ -87,6 +90,8 @@ def classify(exc: BaseException, what: str = "") -> SkynetError:
         code = str(error.get("Code", ""))
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
         text = f"{prefix}{code or status} {error.get('Message', '')}".rstrip()
+        if code in _FULL_CODES or status == 507:
+            return RemoteFull(f"{text}: the target is full; retried, free some space")
         if code in _UNAVAILABLE_CODES or status >= 500 or status in (408, 429):
             return RemoteUnavailable(text)
         if code == "KeyTooLongError":

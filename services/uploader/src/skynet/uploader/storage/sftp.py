@@ -75,11 +75,13 @@ import socket
 import stat as stat_mod
 import threading
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
 import paramiko
 from paramiko.sftp import (
+    CMD_EXTENDED,
+    CMD_EXTENDED_REPLY,
     SFTP_FLAG_CREATE,
     SFTP_FLAG_TRUNC,
     SFTP_FLAG_WRITE,
@@ -90,6 +92,7 @@ from skynet.common.errors import (
     InvalidPath,
     LocalFileError,
     RemoteConflict,
+    RemoteFull,
     RemoteRefused,
     RemoteUnavailable,
     SkynetError,
@@ -391,12 +394,47 @@ class SftpBackend(Backend):
         except SkynetError as exc:
             if isinstance(exc, RemoteUnavailable):
                 self.close()  # the next call reconnects (every stream)
-            raise
+                raise
+            full = self._full(exc, exc.__cause__, folder, generation.size)
+            if full is None:
+                raise
+            raise full from exc
         except Exception as exc:
-            raise self._fail(exc, f"upload {remote}") from exc
+            err = self._fail(exc, f"upload {remote}")
+            raise (self._full(err, exc, folder, generation.size) or err) from exc
         finally:
             src.close()
         return UploadResult(bytes_sent=sent, resumed_from=offset)
+
+    def _full(self, err: SkynetError, cause: BaseException | None, folder: str, size: int) -> RemoteFull | None:
+        """``err`` as "the target is full", if that is why the server refused.
+
+        OpenSSH's sftp-server answers ENOSPC and EDQUOT, like any errno it has no SFTP code for,
+        with a bare "Failure" status. So when a write step is refused without a reason, the server
+        is asked how much room is left (``statvfs@openssh.com``): less than the file needs means a
+        full disk, which is worth retrying once room is made, not a refusal for good.
+        """
+        if not isinstance(err, RemoteRefused) or not isinstance(cause, OSError) or cause.errno is not None:
+            return None
+        free = self._free_bytes(folder)
+        if free is None or free >= size:
+            return None
+        return RemoteFull(f"{err} (the target is full: {free} bytes free in {folder}); retried, free some space")
+
+    def _free_bytes(self, folder: str) -> int | None:
+        """Bytes an unprivileged user may still write in ``folder``; None if the server cannot say."""
+        raw: Any = self._sftp  # paramiko's request primitives are not in its type stubs
+        if raw is None:
+            return None
+        try:
+            kind, msg = raw._request(CMD_EXTENDED, "statvfs@openssh.com", folder)
+            if kind != CMD_EXTENDED_REPLY:
+                return None
+            _bsize, frsize, _blocks, _bfree, bavail = (msg.get_int64() for _ in range(5))
+        except Exception:  # an older server, a connection lost meanwhile: no answer, no guess
+            log.debug("statvfs of %s failed", folder, exc_info=True)
+            return None
+        return int(frsize * bavail)
 
     def _resume_point(
         self,
