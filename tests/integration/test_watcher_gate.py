@@ -192,6 +192,30 @@ def test_a_full_rescan_sends_every_file_the_index_holds_for_a_check_and_a_plain_
         stack.stop_all()
 
 
+def test_a_queue_type_other_than_the_brokers_is_named_in_the_log_and_nothing_is_lost(
+    tmp_path: Path, amqp_url: str
+) -> None:
+    """SKYNET_QUEUE_TYPE must agree with the queues already on the broker. A watcher that disagrees
+    keeps its actions in the outbox and says which setting to change; once it agrees, they go out."""
+    conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        Topology("default", queue_type="classic").declare_actions(conn.channel())
+    finally:
+        conn.close()
+    stack = Stack(tmp_path, amqp_url, NoRemote())
+    try:
+        names = write_old_files(stack.watch, (f"kept-{i}.txt" for i in range(5)))
+        wrong = stack.start("watcher", "watcher-quorum", SKYNET_QUEUE_TYPE="quorum")
+        wait_for(lambda: "SKYNET_QUEUE_TYPE differs" in wrong.text(), 30, what="the setting named in the log")
+        assert _depth(amqp_url) == 0 and wrong.alive()
+        stack.stop_all()
+        stack.start("watcher", "watcher-classic", SKYNET_QUEUE_TYPE="classic")
+        wait_for(lambda: _depth(amqp_url) == len(names), 30, what="the kept actions published")
+        assert sorted(str(a["path"]) for a in drain_actions(amqp_url)) == sorted(names)
+    finally:
+        stack.stop_all()
+
+
 def _pump_with_files(tmp_path: Path, amqp_url: str, n: int, hold_s: float) -> tuple[OutboxPump, threading.Event]:
     store = Store(tmp_path / "state")
     store.record(actions=[(f"f{i}", encode_changed("default", f"f{i}", 1, 1, i)) for i in range(n)])

@@ -81,6 +81,25 @@ def _cause(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {detail}"[:300] if detail else type(exc).__name__
 
 
+def _said(exc: BaseException) -> str:
+    """A pika error in one line; a queue the broker holds with another type says what to change.
+
+    Redeclaring a queue with other arguments is refused (406 PRECONDITION_FAILED) until the
+    settings agree: RabbitMQ's text names the argument, this names the setting behind it.
+    """
+    text = f"{type(exc).__name__}: {exc}"
+    if (
+        isinstance(exc, pika.exceptions.ChannelClosedByBroker)
+        and exc.reply_code == 406
+        and "x-queue-type" in str(exc.reply_text)
+    ):
+        text += (
+            " (SKYNET_QUEUE_TYPE differs from the type of the queue already on the broker: give every"
+            " service the same value, or delete the queue once it is empty)"
+        )
+    return text
+
+
 def backoff_delays(base: float = 0.5, cap: float = 30.0) -> Iterator[float]:
     """Delays for reconnect loops, forever: exponential from ``base`` with jitter, capped (tenacity)."""
     wait = tenacity.wait_exponential_jitter(multiplier=base, max=cap, jitter=base)
@@ -229,7 +248,7 @@ class Publisher:
                 self._declare(ch)
         except _PIKA_ERRORS as exc:
             _quiet_close(conn)
-            raise BrokerUnavailable(f"cannot set up publisher channel: {exc!r}") from exc
+            raise BrokerUnavailable(f"cannot set up publisher channel: {_said(exc)}") from exc
         self._conn, self._ch = conn, ch
         log.info("publisher %s connected to %s", self._name, redact_url(self._url))
         return ch
@@ -513,7 +532,7 @@ class Consumer:
                 ch.basic_cancel(tag)
             self._finish_in_flight(conn)
         except _PIKA_ERRORS as exc:
-            raise BrokerUnavailable(f"consumer connection lost: {type(exc).__name__}: {exc}") from exc
+            raise BrokerUnavailable(f"consumer connection lost: {_said(exc)}") from exc
         finally:
             self._connected.clear()
             self._conn = None
