@@ -39,6 +39,10 @@ class InvalidInput(PermanentError):
     """A parameter the database cannot take (it answers 422)."""
 
 
+class _StaleConnection(Exception):
+    """A pooled connection was found closed (the server restarted or dropped it)."""
+
+
 class Database:
     def __init__(self, dsn: str, *, pool_size: int = 8, statement_timeout_ms: int = 5000) -> None:
         self._dsn = dsn
@@ -78,10 +82,29 @@ class Database:
             pool = self._get_pool()
         except psycopg2.Error as exc:
             raise DatabaseUnavailable(f"database unavailable ({type(exc).__name__})") from exc
+        # After Postgres restarts, every pooled connection is dead, and psycopg2 only finds out by
+        # using it. A connection found closed is dropped and the query (read-only, so safe to
+        # repeat) tried on the next one, so that the first requests after the database is back
+        # answer instead of failing once per stale connection. Bounded: each try either answers,
+        # meets a closed connection (at once), or fails to connect, which ends the loop.
+        for _ in range(self._size + 1):
+            conn = self._borrow(pool)
+            try:
+                return self._on(pool, conn, fn, *args, **kwargs)
+            except _StaleConnection:
+                log.info("dropped a pooled database connection closed since its last use")
+        raise DatabaseUnavailable("database unavailable (every connection tried was closed)")
+
+    @staticmethod
+    def _borrow(pool: psycopg2.pool.ThreadedConnectionPool) -> Any:
         try:
-            conn = pool.getconn()
+            return pool.getconn()
         except (psycopg2.Error, psycopg2.pool.PoolError) as exc:
             raise DatabaseUnavailable(f"database unavailable ({type(exc).__name__})") from exc
+
+    def _on(
+        self, pool: psycopg2.pool.ThreadedConnectionPool, conn: Any, fn: Callable[..., T], *args: Any, **kwargs: Any
+    ) -> T:
         broken = False
         try:
             with conn.cursor() as cur:
@@ -96,6 +119,8 @@ class Database:
             raise SchemaMissing("database schema not ready (the notifier applies it at start)") from exc
         except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
             broken = True
+            if conn.closed:
+                raise _StaleConnection from exc
             raise DatabaseUnavailable(f"database unavailable ({type(exc).__name__})") from exc
         except psycopg2.Error as exc:
             broken = True
