@@ -28,7 +28,7 @@ from skynet.watcher.filters import IgnoreRules
 from skynet.watcher.observer import RawEvent
 from skynet.watcher.scanner import Found, GenTuple, gen_of, walk
 from skynet.watcher.settings import WatcherSettings
-from skynet.watcher.store import Action, Pending, Store
+from skynet.watcher.store import Action, Pending, StateUnavailable, Store
 from skynet.watcher.writers import open_for_writing
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,8 @@ SCAN_BATCH = 5000  # files a scan hands the gate at a time
 START_UP = "start-up"  # the reason given to the scan a watcher starts with
 VERIFY = "verify"  # the reason given to a full scan (every file checked against the remote)
 MAX_REMEMBERED_REPORTS = 10_000  # refused or skipped paths remembered so that each is reported once
+STATE_RETRY_S = (1.0, 15.0)  # first and longest wait before a rescan after the state could not be written
+STATE_REPORT_EVERY_S = 30.0  # at most one error line per this while the state cannot be written
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,12 @@ class Engine:
         self._reported: dict[str, str] = {}  # path → why it was refused or skipped (reported once)
         self._reported_lock = threading.Lock()
         self._scanning = False
-        self._verify_next = False  # a full scan asked for while another whole-tree scan ran
+        # A whole-tree scan asked for while another runs: it runs next (a full one wins).
+        self._next_scan: ScanRequest | None = None
+        # Set while the state (SQLite) cannot be written: when to rescan, how long the next wait is.
+        self._state_rescan_at: float | None = None
+        self._state_wait = STATE_RETRY_S[0]
+        self._state_reported_at = -1e9
         self._verified = 0  # files a full scan sent to be checked against the remote
         # Set while the start-up scan runs: the outbox pump waits for it (see pump.py).
         self.starting_scan = threading.Event()
@@ -147,41 +154,80 @@ class Engine:
         next_rescan = self.clock() + self.settings.rescan_interval_s if self.settings.rescan_interval_s else None
         verify_every = self.settings.verify_interval_s
         next_verify = self.clock() + verify_every if verify_every else None
-        next_root_check = self.clock() + 1.0
+        self._next_root_check = self.clock() + 1.0
         while not self._stop.is_set():
-            now = self.clock()
-            deadline = self.coalescer.next_deadline()
-            if self._unannounced:
-                announce_at = self._unannounced[0][0] + WAITING_AFTER_S
-                deadline = announce_at if deadline is None else min(deadline, announce_at)
-            timeout = 0.5 if deadline is None else min(0.5, max(0.0, deadline - now))
             try:
-                item = self.queue.get(timeout=timeout)
-                self._handle(item)
-                # Drain whatever else arrived, without waiting.
-                for _ in range(5000):
-                    self._handle(self.queue.get_nowait())
-            except queue.Empty:
-                pass
-            now = self.clock()
-            due = self.coalescer.due(now)
-            if due:
-                held = self._hold_open_files(due, now)
-                due = [p for p in due if p not in held]
-            for path in due:
-                self._check(path, now)
-            self._announce_waiting(now)
+                next_rescan, next_verify = self._turn(next_rescan, next_verify, verify_every)
+            except StateUnavailable as exc:
+                self._state_lost(exc)
+        try:
             self._flush()
-            if next_root_check <= now:
-                next_root_check = now + 1.0
-                self._check_root()
-            if next_rescan is not None and next_rescan <= now and not self._scanning:
-                next_rescan = now + self.settings.rescan_interval_s
-                self.request_scan("periodic")
-            if next_verify is not None and next_verify <= now:
-                next_verify = now + verify_every
-                self.request_scan(VERIFY, full=True)
+        except StateUnavailable as exc:  # the next start's scan finds what this could not store
+            log.error("%s", exc.reason)
+
+    def _turn(
+        self, next_rescan: float | None, next_verify: float | None, verify_every: float
+    ) -> tuple[float | None, float | None]:
+        """One round of the gate loop; returns when the next periodic rescan and verify are due."""
+        now = self.clock()
+        deadline = self.coalescer.next_deadline()
+        if self._unannounced:
+            announce_at = self._unannounced[0][0] + WAITING_AFTER_S
+            deadline = announce_at if deadline is None else min(deadline, announce_at)
+        timeout = 0.5 if deadline is None else min(0.5, max(0.0, deadline - now))
+        try:
+            item = self.queue.get(timeout=timeout)
+            self._handle(item)
+            # Drain whatever else arrived, without waiting.
+            for _ in range(5000):
+                self._handle(self.queue.get_nowait())
+        except queue.Empty:
+            pass
+        now = self.clock()
+        due = self.coalescer.due(now)
+        if due:
+            held = self._hold_open_files(due, now)
+            due = [p for p in due if p not in held]
+        for path in due:
+            self._check(path, now)
+        self._announce_waiting(now)
         self._flush()
+        if self._next_root_check <= now:
+            self._next_root_check = now + 1.0
+            self._check_root()
+        if self._state_rescan_at is not None and self._state_rescan_at <= now:
+            self._state_rescan_at = None
+            self.request_scan("after the state could not be written")
+        if next_rescan is not None and next_rescan <= now and not self._scanning:
+            next_rescan = now + self.settings.rescan_interval_s
+            self.request_scan("periodic")
+        if next_verify is not None and next_verify <= now:
+            next_verify = now + verify_every
+            self.request_scan(VERIFY, full=True)
+        return next_rescan, next_verify
+
+    def _state_lost(self, exc: StateUnavailable) -> None:
+        """The state could not be written: what memory holds beyond it is given up.
+
+        The index is read back from SQLite (which keeps only whole transactions), the actions not
+        yet stored are dropped, and a rescan is scheduled: it compares the folder with that index
+        and queues again every change the lost writes carried. Until a write succeeds, the rescan
+        is tried again with a growing wait. Nothing is lost; the watcher goes on watching.
+        """
+        now = self.clock()
+        if now - self._state_reported_at >= STATE_REPORT_EVERY_S:
+            self._state_reported_at = now
+            log.error(
+                "%s; the changes not stored will be found again by a rescan in %.0fs (free some space there)",
+                exc.reason,
+                self._state_wait,
+            )
+        self._pending_actions.clear()
+        self._pending_index_set.clear()
+        self._pending_index_drop.clear()
+        self.index = {p: (size, mtime, ino) for p, size, mtime, ino in self.store.index_tuples()}
+        self._state_rescan_at = now + self._state_wait
+        self._state_wait = min(self._state_wait * 2, STATE_RETRY_S[1])
 
     # ------------------------------------------------------------------ dispatch
 
@@ -458,6 +504,10 @@ class Engine:
         sets, self._pending_index_set = self._pending_index_set, []
         drops, self._pending_index_drop = self._pending_index_drop, []
         self.store.record(actions=actions, index_set=sets, index_drop=drops, index_moves=moves)
+        if self._state_wait != STATE_RETRY_S[0]:
+            log.info("the watcher's state can be written again")
+            self._state_wait = STATE_RETRY_S[0]
+            self._state_reported_at = -1e9
         if actions:
             self.wake_pump()
 
@@ -563,8 +613,9 @@ class Engine:
 
     def _start_scan(self, req: ScanRequest) -> None:
         if req.under == "" and self._scanning:
-            if req.full:  # not dropped: it runs once the scan under way is done
-                self._verify_next = True
+            # Not dropped: the scan under way compared part of the tree before this was asked.
+            if self._next_scan is None or req.full:
+                self._next_scan = req
             return
         if req.under == "":
             self._scanning = True
@@ -672,9 +723,9 @@ class Engine:
             self._verified = 0
         if done.reason == START_UP and not done.under:
             self.starting_scan.clear()
-        if self._verify_next and not done.under:
-            self._verify_next = False
-            self.request_scan(VERIFY, full=True)
+        if self._next_scan is not None and not done.under:
+            req, self._next_scan = self._next_scan, None
+            self.request_scan(req.reason, full=req.full)
 
     # ------------------------------------------------------------------ events
 

@@ -22,7 +22,7 @@ from skynet.watcher.engine import START_UP, VERIFY, Engine
 from skynet.watcher.observer import install_overflow_hook, start_observer
 from skynet.watcher.pump import OutboxPump
 from skynet.watcher.settings import WatcherSettings
-from skynet.watcher.store import Store
+from skynet.watcher.store import StateUnavailable, Store
 
 log = logging.getLogger("skynet.watcher")
 
@@ -43,7 +43,12 @@ def run(settings: WatcherSettings) -> None:
         url, name=f"{name}-actions", declare=topology.declare_actions, ca_file=settings.amqp_ca_file, batched=True
     )
     pump = OutboxPump(store, publisher, settings.source, emit, batch=settings.outbox_batch)
-    engine = Engine(settings, store, emit, pump.wake)
+    try:
+        engine = Engine(settings, store, emit, pump.wake)
+    except StateUnavailable:
+        sink.close()
+        store.close()
+        raise
     pump.discovered = engine.discovered
     engine.request_scan(START_UP)  # before the pump starts: it waits for this scan
     pump.hold_during(engine.starting_scan)
@@ -125,4 +130,8 @@ def main() -> None:
         print(f"skynet-watcher: {exc}", file=sys.stderr)
         sys.exit(2)
     setup_logging(settings.log_level, settings.log_format, secrets=[settings.amqp_url.get_secret_value()])
-    run(settings)
+    try:
+        run(settings)
+    except StateUnavailable as exc:  # at start: its SQLite cannot even be opened or first written
+        log.error("%s; cannot start", exc.reason)
+        sys.exit(1)

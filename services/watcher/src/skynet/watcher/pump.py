@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
 
 from skynet.common.broker import Outgoing, Publisher, backoff_delays
 from skynet.common.errors import BrokerUnavailable
@@ -27,7 +28,7 @@ from skynet.common.topology import ACTIONS_EXCHANGE
 from skynet.watcher.discovered import Discovered
 from skynet.watcher.engine import EmitFn
 from skynet.watcher.scanner import Found
-from skynet.watcher.store import OutboxRow, Store
+from skynet.watcher.store import OutboxRow, StateUnavailable, Store
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ class OutboxPump:
         self._stop = threading.Event()
         self._idle = threading.Event()
         self.published = 0
+        self._unrecorded: list[OutboxRow] = []  # confirmed by the broker, not yet removed from the outbox
         self.discovered: Discovered | None = None
         self.thread = threading.Thread(target=self._run, name="outbox-pump", daemon=True)
 
@@ -89,6 +91,12 @@ class OutboxPump:
         delays = backoff_delays(0.5, 30.0)
         while True:
             self._hold_for_scan()
+            try:
+                self._confirm_unrecorded()
+            except StateUnavailable as exc:
+                if not self._wait_for_state(exc, delays):
+                    return
+                continue
             rows = self._store.pending(self._batch)
             # On stop the outbox is still drained (within stop()'s timeout); files found by a scan
             # are not: the next start's scan finds them again.
@@ -122,6 +130,26 @@ class OutboxPump:
                 if self._stop.is_set():
                     return
                 self._stop.wait(delay)
+            except StateUnavailable as exc:
+                if not self._wait_for_state(exc, delays):
+                    return
+
+    def _confirm_unrecorded(self) -> None:
+        """Remove the outbox rows the broker confirmed but the state could not forget yet."""
+        if self._unrecorded:
+            self._store.confirmed(self._unrecorded)
+            self._unrecorded = []
+
+    def _wait_for_state(self, exc: StateUnavailable, delays: Iterator[float]) -> bool:
+        """The state cannot be written: wait (False if stopping). Published rows are not sent again
+        meanwhile (they are removed from the outbox once it can be written); files published from
+        a scan and not indexed are found by the next scan and checked again, harmlessly."""
+        delay = next(delays)
+        log.error("%s; publishing again in %.1fs", exc.reason, delay)
+        if self._stop.is_set():
+            return False
+        self._stop.wait(delay)
+        return True
 
     def _publish_rows(self, rows: list[OutboxRow]) -> None:
         self._publisher.publish_many(
@@ -136,10 +164,11 @@ class OutboxPump:
                 for row in rows
             ]
         )
-        self._store.confirmed(rows)
         self.published += len(rows)
         for row in rows:
             self._queued(row)
+        self._unrecorded = rows
+        self._confirm_unrecorded()
 
     def _publish_found(self, found: list[Found]) -> None:
         """Publish files a scan found; index them once confirmed (unless they changed meanwhile)."""
@@ -158,10 +187,10 @@ class OutboxPump:
         )
         assert self.discovered is not None
         current = self.discovered.current
-        self._store.index_add([(rel, *gen) for rel, gen in found if current(rel, gen)])
         self.published += len(found)
         for (rel, gen), aid in zip(found, ids, strict=True):
             self._emit(FileEvent.make("queued", source=self._source, path=rel, size=gen[0], action_id=aid))
+        self._store.index_add([(rel, *gen) for rel, gen in found if current(rel, gen)])
 
     def _queued(self, row: OutboxRow) -> None:
         f = row.fields

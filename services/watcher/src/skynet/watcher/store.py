@@ -12,11 +12,14 @@
 * **meta** — small facts that must survive a restart (the identity of the watched root).
 
 One connection, guarded by a lock, shared by the watcher's threads. WAL mode: a commit survives
-a crash of the process without an fsync per commit.
+a crash of the process without an fsync per commit. A write that fails (the state folder's disk
+full, read-only, gone) is rolled back whole and raised as :class:`StateUnavailable`: what SQLite
+holds is always a state the watcher once meant, and the engine rebuilds its memory from it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import sqlite3
@@ -27,6 +30,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from skynet.common.errors import TransientError
 from skynet.common.messages import Generation, PathChanged, PathMoved, decode_action, encode
 
 _SCHEMA = """
@@ -60,6 +64,10 @@ class OutboxRow:
         return data if isinstance(data, dict) else {}
 
 
+class StateUnavailable(TransientError):
+    """The watcher's state (``SKYNET_STATE_DIR``) cannot be written now: a full disk, most often."""
+
+
 SELECT_KEYS = "SELECT key, body FROM outbox WHERE key IN (SELECT value FROM json_each(?))"
 
 
@@ -69,12 +77,14 @@ def _escape_like(prefix: str) -> str:
 
 class Store:
     def __init__(self, state_dir: Path) -> None:
-        state_dir.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(state_dir / "watcher.sqlite3", check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self._dir = state_dir
         self._lock = threading.Lock()
+        with self._failing_as_unavailable():
+            state_dir.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(state_dir / "watcher.sqlite3", check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
         row = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox").fetchone()
         self._seq = itertools.count(int(row[0]) + 1)
 
@@ -84,8 +94,32 @@ class Store:
         return str(row[0]) if row else None
 
     def set_meta(self, key: str, value: str) -> None:
-        with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+        with self._transaction() as cur:
+            cur.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    @contextlib.contextmanager
+    def _failing_as_unavailable(self) -> Iterator[None]:
+        try:
+            yield
+        except (sqlite3.Error, OSError) as exc:
+            raise StateUnavailable(
+                f"cannot write the watcher's state in {self._dir} (SKYNET_STATE_DIR): {exc}"
+            ) from exc
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Cursor]:
+        """One write transaction under the lock; on any failure nothing of it is kept."""
+        with self._lock, self._failing_as_unavailable():
+            cur = self._db.cursor()
+            cur.execute("BEGIN")
+            try:
+                yield cur
+                cur.execute("COMMIT")
+            except BaseException:
+                # SQLite rolls back by itself on some errors (a full disk among them).
+                if self._db.in_transaction:
+                    cur.execute("ROLLBACK")
+                raise
 
     def close(self) -> None:
         with self._lock:
@@ -102,28 +136,21 @@ class Store:
         index_moves: Iterable[tuple[str, str, bool]] = (),
     ) -> None:
         """Apply outbox puts and index changes (``(path, size, mtime_ns, inode)`` rows) atomically."""
-        with self._lock:
-            cur = self._db.cursor()
-            cur.execute("BEGIN")
-            try:
-                for src, dst, is_dir in index_moves:
-                    self._index_move(cur, src, dst, is_dir)
-                for prefix in index_drop_under:
-                    cur.execute(
-                        "DELETE FROM idx WHERE path = ? OR path LIKE ? ESCAPE '\\'",
-                        (prefix, _escape_like(prefix) + "/%"),
-                    )
-                for path in index_drop:
-                    cur.execute("DELETE FROM idx WHERE path = ?", (path,))
-                cur.executemany(
-                    "INSERT OR REPLACE INTO idx (path, size, mtime_ns, inode) VALUES (?, ?, ?, ?)",
-                    index_set,
+        with self._transaction() as cur:
+            for src, dst, is_dir in index_moves:
+                self._index_move(cur, src, dst, is_dir)
+            for prefix in index_drop_under:
+                cur.execute(
+                    "DELETE FROM idx WHERE path = ? OR path LIKE ? ESCAPE '\\'",
+                    (prefix, _escape_like(prefix) + "/%"),
                 )
-                self._put_all(cur, list(actions))
-                cur.execute("COMMIT")
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
+            for path in index_drop:
+                cur.execute("DELETE FROM idx WHERE path = ?", (path,))
+            cur.executemany(
+                "INSERT OR REPLACE INTO idx (path, size, mtime_ns, inode) VALUES (?, ?, ?, ?)",
+                index_set,
+            )
+            self._put_all(cur, list(actions))
 
     def _put_all(self, cur: sqlite3.Cursor, actions: list[tuple[str, Pending]]) -> None:
         """Insert or replace the outbox row of each key; a pending move is never replaced by a
@@ -166,11 +193,9 @@ class Store:
     def drop_pending_under(self, prefix: str) -> list[str]:
         """Forget outbox rows for paths below folder ``prefix`` (a folder action covers them); their keys."""
         pattern = _escape_like(prefix) + "/%"
-        with self._lock:
-            self._db.execute("BEGIN")
-            keys = [k for (k,) in self._db.execute("SELECT key FROM outbox WHERE key LIKE ? ESCAPE '\\'", (pattern,))]
-            self._db.execute("DELETE FROM outbox WHERE key LIKE ? ESCAPE '\\'", (pattern,))
-            self._db.execute("COMMIT")
+        with self._transaction() as cur:
+            keys = [k for (k,) in cur.execute("SELECT key FROM outbox WHERE key LIKE ? ESCAPE '\\'", (pattern,))]
+            cur.execute("DELETE FROM outbox WHERE key LIKE ? ESCAPE '\\'", (pattern,))
         return keys
 
     # ------------------------------------------------------------------ outbox draining
@@ -186,19 +211,15 @@ class Store:
 
     def confirmed(self, rows: Iterable[OutboxRow]) -> None:
         """Remove rows the broker confirmed, unless a newer action replaced them meanwhile."""
-        with self._lock:
-            self._db.execute("BEGIN")
-            self._db.executemany("DELETE FROM outbox WHERE key = ? AND seq = ?", [(r.key, r.seq) for r in rows])
-            self._db.execute("COMMIT")
+        with self._transaction() as cur:
+            cur.executemany("DELETE FROM outbox WHERE key = ? AND seq = ?", [(r.key, r.seq) for r in rows])
 
     # ------------------------------------------------------------------ index
 
     def index_add(self, rows: list[tuple[str, int, int, int]]) -> None:
         """Add (path, size, mtime_ns, inode) rows for paths the index does not hold yet."""
-        with self._lock:
-            self._db.execute("BEGIN")
-            self._db.executemany("INSERT OR IGNORE INTO idx (path, size, mtime_ns, inode) VALUES (?, ?, ?, ?)", rows)
-            self._db.execute("COMMIT")
+        with self._transaction() as cur:
+            cur.executemany("INSERT OR IGNORE INTO idx (path, size, mtime_ns, inode) VALUES (?, ?, ?, ?)", rows)
 
     def index_get(self, path: str) -> Generation | None:
         with self._lock:
@@ -226,8 +247,8 @@ class Store:
     # ------------------------------------------------------------------ held deletes
 
     def hold(self, path: str, action: Action, reason: str, at: float) -> None:
-        with self._lock:
-            self._db.execute(
+        with self._transaction() as cur:
+            cur.execute(
                 "INSERT OR REPLACE INTO held (path, body, held_at, reason) VALUES (?, ?, ?, ?)",
                 (path, encode(action), at, reason),
             )
@@ -243,6 +264,6 @@ class Store:
             rows = self._db.execute("SELECT path, body FROM held").fetchall()
         released = [(p, decode_action(b)) for p, b in rows]
         self.record(actions=released)
-        with self._lock:
-            self._db.execute("DELETE FROM held")
+        with self._transaction() as cur:
+            cur.execute("DELETE FROM held")
         return released
