@@ -189,3 +189,50 @@ def test_a_full_state_disk_keeps_the_watcher_watching_and_every_change_arrives_o
     finally:
         stack.stop_all()
         subprocess.run(["umount", "-l", str(stack.state)], check=False)
+
+
+# A user namespace of its own, whose inotify watch limit is 50: the kernel's per-user limit
+# (fs.inotify.max_user_watches, often 8,192) met by a tree of a few dozen folders, without
+# touching the machine's own limit.
+WATCH_LIMIT_50 = (
+    "unshare",
+    "--user",
+    "--map-root-user",
+    "sh",
+    "-c",
+    'echo 50 > /proc/sys/user/max_inotify_watches && exec "$@"',
+    "sh",
+)
+
+
+def _user_namespaces_work() -> bool:
+    done = subprocess.run([*WATCH_LIMIT_50, "true"], capture_output=True, check=False)
+    return done.returncode == 0
+
+
+@pytest.mark.parametrize("remote", ["sftp"], indirect=True)
+def test_past_the_inotify_watch_limit_the_watcher_says_so_and_polls_instead_of_missing_changes(
+    stack: Stack,
+) -> None:
+    """watchdog skips the folders it cannot watch without a word: their changes would wait for the
+    periodic rescan (5 minutes by default). Reached at start or later, the limit is reported with
+    the setting to raise, and the watcher polls instead."""
+    require(_user_namespaces_work(), "unprivileged user namespaces (unshare --user)")
+    w = stack.watch
+    for i in range(20):
+        (w / f"early-{i:02}").mkdir()
+        (w / f"early-{i:02}" / "a.txt").write_text(f"early {i}")
+    watcher = stack.start("watcher", wrap=WATCH_LIMIT_50)
+    stack.start("uploader", "uploader-a")
+    stack.wait_mirror(30)
+    assert "with InotifyObserver" in watcher.text()
+    for i in range(60):  # past the limit while running
+        (w / f"late-{i:02}").mkdir()
+        (w / f"late-{i:02}" / "b.txt").write_text(f"late {i}")
+    stack.wait_mirror(30)
+    wait_for(lambda: "with PollingObserver" in watcher.text(), 15, what="the switch to polling")
+    assert "inotify watch limit is reached" in watcher.text() and "max_user_watches" in watcher.text()
+    for i in range(60):  # folders inotify could never have watched: seen by polling, not a rescan
+        (w / f"late-{i:02}" / "c.txt").write_text(f"later {i}")
+    stack.wait_mirror(20)
+    assert watcher.alive()

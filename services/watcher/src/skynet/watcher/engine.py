@@ -45,6 +45,7 @@ START_UP = "start-up"  # the reason given to the scan a watcher starts with
 VERIFY = "verify"  # the reason given to a full scan (every file checked against the remote)
 MAX_REMEMBERED_REPORTS = 10_000  # refused or skipped paths remembered so that each is reported once
 STATE_RETRY_S = (1.0, 15.0)  # first and longest wait before a rescan after the state could not be written
+WATCH_LIMIT_CHECK_S = 5.0  # how often the inotify watch limit is probed (three system calls)
 STATE_REPORT_EVERY_S = 30.0  # at most one error line per this while the state cannot be written
 
 
@@ -111,6 +112,10 @@ class Engine:
         self._stop = threading.Event()
         self._root_id = self._trusted_root()
         self.on_root_changed: Callable[[], None] | None = None  # re-arms the observer on a new root
+        # Asked every few seconds: has the inotify watch limit been reached (the observer then
+        # switches to polling and says so)? A rescan follows, for the changes it could not see.
+        self.watch_limit_reached: Callable[[], bool] | None = None
+        self._next_limit_check = 0.0
         self._delete_times: deque[float] = deque()
         self._held_reported: set[str] = set()
         # Paths whose delete is held (and was reported once): a rescan that finds them still
@@ -195,6 +200,10 @@ class Engine:
         if self._next_root_check <= now:
             self._next_root_check = now + 1.0
             self._check_root()
+        if self.watch_limit_reached is not None and not self.polling and self._next_limit_check <= now:
+            self._next_limit_check = now + WATCH_LIMIT_CHECK_S
+            if self.watch_limit_reached():
+                self.request_scan("inotify watch limit reached")
         if self._state_rescan_at is not None and self._state_rescan_at <= now:
             self._state_rescan_at = None
             self.request_scan("after the state could not be written")

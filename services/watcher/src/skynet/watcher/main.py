@@ -19,7 +19,13 @@ from skynet.common.settings import load_settings
 from skynet.common.topology import Topology
 from skynet.watcher.control import ControlListener
 from skynet.watcher.engine import START_UP, VERIFY, Engine
-from skynet.watcher.observer import install_overflow_hook, start_observer
+from skynet.watcher.observer import (
+    WATCH_LIMIT_HELP,
+    inotify_watch_limit_reached,
+    install_overflow_hook,
+    is_polling,
+    start_observer,
+)
 from skynet.watcher.pump import OutboxPump
 from skynet.watcher.settings import WatcherSettings
 from skynet.watcher.store import StateUnavailable, Store
@@ -54,16 +60,31 @@ def run(settings: WatcherSettings) -> None:
     pump.hold_during(engine.starting_scan)
     pump.start()
     install_overflow_hook(lambda: engine.request_scan("inotify queue overflow"))
-    observer = start_observer(engine.root, settings.observer, settings.poll_interval_ms / 1000, engine.queue)
+    mode = settings.observer
+    observer = start_observer(engine.root, mode, settings.poll_interval_ms / 1000, engine.queue)
+    engine.polling = is_polling(observer)
 
     def rewatch() -> None:
         # The root was replaced (and the admin released the held deletes): inotify still
         # watches the old folder, so watch the one that is there now.
         nonlocal observer
         observer.stop()
-        observer = start_observer(engine.root, settings.observer, settings.poll_interval_ms / 1000, engine.queue)
+        observer = start_observer(engine.root, mode, settings.poll_interval_ms / 1000, engine.queue)
+        engine.polling = is_polling(observer)
+
+    def watch_limit_reached() -> bool:
+        """Folders made since the start may have run past the inotify limit (watchdog skips them
+        silently): then watch by polling from now on, and rescan for what was missed."""
+        nonlocal mode
+        if engine.polling or not inotify_watch_limit_reached(engine.root):
+            return False
+        log.error("%s", WATCH_LIMIT_HELP)
+        mode = "polling"
+        rewatch()
+        return True
 
     engine.on_root_changed = rewatch
+    engine.watch_limit_reached = watch_limit_reached
     control = ControlListener(
         url,
         topology,

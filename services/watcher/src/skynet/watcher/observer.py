@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import logging
 import os
 import queue
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Literal
 
 from watchdog.events import (
@@ -26,6 +29,12 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
+
+_inotify: ModuleType | None
+try:  # Linux only; elsewhere there is no inotify limit to run into
+    from watchdog.observers import inotify_c as _inotify
+except (ImportError, OSError):  # pragma: no cover - not Linux
+    _inotify = None
 
 log = logging.getLogger(__name__)
 
@@ -109,14 +118,64 @@ def install_overflow_hook(on_overflow: Callable[[], None]) -> None:
     logging.getLogger("watchdog.observers").addHandler(_OverflowHook(on_overflow))
 
 
+WATCH_LIMIT_HELP = (
+    "the inotify watch limit is reached (more folders than fs.inotify.max_user_watches allows,"
+    " counting every inotify user of this account): changes in the folders past it would only be"
+    " seen by the periodic rescan. Watching by polling instead (every SKYNET_POLL_INTERVAL_MS)."
+    " For native events, raise the limit: sysctl fs.inotify.max_user_watches=524288"
+)
+
+
+def inotify_watch_limit_reached(root: str) -> bool:
+    """Could one more inotify watch be added? watchdog skips the folders it cannot watch without a
+    word, so the limit is probed: a watch on ``root`` from an instance of our own, removed at once."""
+    if _inotify is None:
+        return False
+    fd = _inotify.inotify_init()
+    if fd < 0:
+        return ctypes.get_errno() == errno.EMFILE
+    try:
+        wd = _inotify.inotify_add_watch(fd, os.fsencode(root), 0x00000004)  # IN_ATTRIB: any mask will do
+        if wd < 0:
+            return ctypes.get_errno() == errno.ENOSPC
+        _inotify.inotify_rm_watch(fd, wd)
+        return False
+    finally:
+        os.close(fd)
+
+
+def is_polling(observer: BaseObserver) -> bool:
+    return isinstance(observer, PollingObserver)
+
+
 def start_observer(root: str, mode: str, poll_interval_s: float, out: queue.Queue[object]) -> BaseObserver:
-    """Start watching ``root`` recursively; ``mode`` is inotify (native), polling, or auto."""
-    observer: BaseObserver = PollingObserver(timeout=poll_interval_s) if mode == "polling" else Observer()
-    # Only the events the handler turns into work: without a filter watchdog also asks inotify
-    # for opens and no-write closes, and a start-up scan listing 10,000 folders (each listing is
-    # an open and a close, seen by the folder's watch and its parent's) overflowed the kernel's
-    # queue, which made watchdog rebuild every watch and the engine scan again.
-    observer.schedule(_Handler(out), root, recursive=True, event_filter=list(HANDLED_EVENTS))
-    observer.start()
-    log.info("watching %s with %s", root, type(observer).__name__)
-    return observer
+    """Start watching ``root`` recursively; ``mode`` is inotify (native), polling, or auto.
+
+    Native watching that runs into the kernel's inotify limits (watches or instances) falls back
+    to polling, with an error that says which setting to raise.
+    """
+    if mode != "polling":
+        observer: BaseObserver = Observer()
+        # Only the events the handler turns into work: without a filter watchdog also asks inotify
+        # for opens and no-write closes, and a start-up scan listing 10,000 folders (each listing is
+        # an open and a close, seen by the folder's watch and its parent's) overflowed the kernel's
+        # queue, which made watchdog rebuild every watch and the engine scan again.
+        observer.schedule(_Handler(out), root, recursive=True, event_filter=list(HANDLED_EVENTS))
+        try:
+            observer.start()
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EMFILE):
+                raise
+            log.error("%s (%s)", WATCH_LIMIT_HELP, exc.strerror or exc)
+        else:
+            if not inotify_watch_limit_reached(root):
+                log.info("watching %s with %s", root, type(observer).__name__)
+                return observer
+            observer.stop()
+            observer.join(5)
+            log.error("%s", WATCH_LIMIT_HELP)
+    polling = PollingObserver(timeout=poll_interval_s)
+    polling.schedule(_Handler(out), root, recursive=True, event_filter=list(HANDLED_EVENTS))
+    polling.start()
+    log.info("watching %s with %s", root, type(polling).__name__)
+    return polling
