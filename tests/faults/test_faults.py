@@ -101,7 +101,10 @@ def test_an_uploader_killed_mid_upload_is_finished_by_another_from_where_it_stop
         done = [int(e.get("bytes_done") or 0) for e in progress_tap.of("progress", "huge.bin")]
         return bool(done) and max(done) >= BIG * 0.4
 
-    wait_for(far_enough, 300, interval=0.05, what="the upload to pass 40%")
+    try:
+        wait_for(far_enough, 300, interval=0.05, what="the upload to pass 40%")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; logs:\n{stack.tail_logs(60)}") from None
     first.kill(signal.SIGKILL)
     time.sleep(1)
     held_at_kill = remote_bytes_in_flight(remote)
