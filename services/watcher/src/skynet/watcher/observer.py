@@ -132,8 +132,8 @@ def inotify_watch_limit_reached(root: str) -> bool:
     if _inotify is None:
         return False
     fd = _inotify.inotify_init()
-    if fd < 0:
-        return ctypes.get_errno() == errno.EMFILE
+    if fd < 0:  # out of inotify instances (or file descriptors): says nothing about the watches
+        return False
     try:
         wd = _inotify.inotify_add_watch(fd, os.fsencode(root), 0x00000004)  # IN_ATTRIB: any mask will do
         if wd < 0:
