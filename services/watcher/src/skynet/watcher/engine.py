@@ -106,7 +106,7 @@ class Engine:
         self.queue: queue.Queue[object] = queue.Queue()
         self.coalescer = Coalescer(settings.settle_ms / 1000.0, settings.max_open_wait_s)
         self.polling = settings.observer == "polling"
-        self.index: dict[str, GenTuple] = {p: (size, mtime, ino) for p, size, mtime, ino in store.index_tuples()}
+        self.index: dict[str, GenTuple] = self._stored_index()
         # Files a scan found that the index never held: published from memory (see discovered.py).
         self.discovered = Discovered(self.is_current)
         self._stop = threading.Event()
@@ -215,6 +215,10 @@ class Engine:
             self.request_scan(VERIFY, full=True)
         return next_rescan, next_verify
 
+    def _stored_index(self) -> dict[str, GenTuple]:
+        """The index as SQLite holds it: what the engine starts from, and falls back on."""
+        return {p: (size, mtime, ino) for p, size, mtime, ino in self.store.index_tuples()}
+
     def _state_lost(self, exc: StateUnavailable) -> None:
         """The state could not be written: what memory holds beyond it is given up.
 
@@ -234,7 +238,7 @@ class Engine:
         self._pending_actions.clear()
         self._pending_index_set.clear()
         self._pending_index_drop.clear()
-        self.index = {p: (size, mtime, ino) for p, size, mtime, ino in self.store.index_tuples()}
+        self.index = self._stored_index()
         self._state_rescan_at = now + self._state_wait
         self._state_wait = min(self._state_wait * 2, STATE_RETRY_S[1])
 
