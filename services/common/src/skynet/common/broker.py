@@ -31,7 +31,7 @@ import tenacity
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
 from skynet.common.errors import BrokerUnavailable
-from skynet.common.topology import HEADER_ATTEMPTS, HEADER_REASON, Topology, dead_queue, retry_queue
+from skynet.common.topology import HEADER_ATTEMPTS, HEADER_REASON, Topology, dead_queue
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def _said(exc: BaseException) -> str:
     Redeclaring a queue with other arguments is refused (406 PRECONDITION_FAILED) until the
     settings agree: RabbitMQ's text names the argument, this names the setting behind it.
     """
-    text = f"{type(exc).__name__}: {exc}"
+    text = _cause(exc)
     if (
         isinstance(exc, pika.exceptions.ChannelClosedByBroker)
         and exc.reply_code == 406
@@ -359,11 +359,10 @@ def declare_consumer_topology(topology: Topology, ch: BlockingChannel) -> None:
     it, instead of the uploader never getting to work.
     """
     topology.declare_actions(ch)
-    for step in range(len(topology.retry_delays_s)):
-        name = retry_queue(topology.source, step)
+    for name, delay, arguments in topology.retry_queues():
         side = ch.connection.channel()
         try:
-            side.queue_declare(queue=name, durable=True, arguments=topology.retry_queue_arguments(step))
+            side.queue_declare(queue=name, durable=True, arguments=arguments)
         except pika.exceptions.ChannelClosedByBroker as exc:
             if exc.reply_code != 406:
                 raise
@@ -372,7 +371,7 @@ def declare_consumer_topology(topology: Topology, ch: BlockingChannel) -> None:
                 " (%g s): using it as it is. To change the delays, stop the uploaders of this source and"
                 " delete its retry queues (skynet.retry.%s.*) once they are empty",
                 name,
-                topology.retry_delays_s[step],
+                delay,
                 topology.source,
             )
             continue

@@ -84,21 +84,27 @@ class Topology:
         ch.queue_bind(queue=queue, exchange=ACTIONS_EXCHANGE, routing_key=self.source)
         ch.queue_declare(queue=dead_queue(self.source), durable=True, arguments=self._args())
 
-    def retry_queue_arguments(self, step: int) -> dict[str, Any]:
-        """Retry queue ``step``: its messages expire after the step's delay back onto the actions."""
-        return self._args(
-            **{
-                "x-message-ttl": int(self.retry_delays_s[step] * 1000),
-                "x-dead-letter-exchange": ACTIONS_EXCHANGE,
-                "x-dead-letter-routing-key": self.source,
-            }
-        )
+    def retry_queues(self) -> list[tuple[str, float, dict[str, Any]]]:
+        """Each retry queue's name, delay and arguments: its messages expire after the delay back
+        onto the actions."""
+        return [
+            (
+                retry_queue(self.source, step),
+                delay,
+                self._args(
+                    **{
+                        "x-message-ttl": int(delay * 1000),
+                        "x-dead-letter-exchange": ACTIONS_EXCHANGE,
+                        "x-dead-letter-routing-key": self.source,
+                    }
+                ),
+            )
+            for step, delay in enumerate(self.retry_delays_s)
+        ]
 
     def declare_retries(self, ch: _Channel) -> None:
-        for step in range(len(self.retry_delays_s)):
-            ch.queue_declare(
-                queue=retry_queue(self.source, step), durable=True, arguments=self.retry_queue_arguments(step)
-            )
+        for name, _delay, arguments in self.retry_queues():
+            ch.queue_declare(queue=name, durable=True, arguments=arguments)
 
     def declare_events(self, ch: _Channel) -> None:
         ch.exchange_declare(exchange=EVENTS_EXCHANGE, exchange_type="topic", durable=True)
