@@ -27,6 +27,7 @@ from skynet.common.topology import (
     Topology,
     actions_queue,
     dead_queue,
+    retry_queue,
 )
 from skynet.notifier.store import EventStore
 from tests.fixtures.common import wait_for
@@ -260,16 +261,21 @@ def test_status_shows_queue_depths_and_admin_actions_reach_the_broker(amqp_url: 
         api_sources=("cam",),
         api_queue_cache_s=0,
     )
-    # An uploader's topology for source "cam", with two dead messages.
-    pub = Publisher(amqp_url, name="test", declare=Topology("cam").declare_all)
+    # An uploader's topology for source "cam", with six retry steps instead of the default four
+    # (SKYNET_RETRY_DELAYS_S), one message waiting in the last and two dead messages.
+    delays = (1.0, 2.0, 3.0, 4.0, 5.0, 600.0)
+    pub = Publisher(amqp_url, name="test", declare=Topology("cam", retry_delays_s=delays).declare_all)
     try:
         for i in range(2):
             pub.publish("", dead_queue("cam"), b'{"x": %d}' % i, headers={HEADER_ATTEMPTS: 6, HEADER_REASON: "gave up"})
+        pub.publish("", retry_queue("cam", 5), b'{"x": 9}', headers={HEADER_ATTEMPTS: 6})
     finally:
         pub.close()
     with TestClient(create_app(settings)) as c:
         st = c.get("/v1/status", headers=H_READ).json()
         assert st["queues"][dead_queue("cam")] == 2 and st["dead_letters"] == 2
+        assert st["queues"][retry_queue("cam", 5)] == 1 and st["queues"][retry_queue("cam", 0)] == 0
+        assert retry_queue("cam", 6) not in st["queues"]
         other = c.get("/v1/status", params={"source": "dog"}, headers=H_READ).json()
         assert dead_queue("cam") not in other["queues"] and other["dead_letters"] == 0
         assert dead_queue("dog") in other["queues"]

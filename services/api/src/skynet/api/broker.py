@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Iterable
 
-from skynet.common.admin import EVENT_QUEUES, queue_depths, source_queues
+from skynet.common.admin import EVENT_QUEUES, queue_depths
 from skynet.common.errors import BrokerUnavailable
 
 
@@ -30,9 +30,8 @@ class QueueMonitor:
         with self._lock:
             if key == self._key and time.monotonic() - self._at < self._ttl:
                 return self._value, self._error
-            names = [q for s in key for q in source_queues(s)] + list(EVENT_QUEUES)
             try:
-                self._value, self._error = queue_depths(self._url, queues=names), None
+                self._value, self._error = queue_depths(self._url, queues=list(EVENT_QUEUES), sources=key), None
             except BrokerUnavailable:
                 self._value, self._error = None, "broker unavailable"
             self._key, self._at = key, time.monotonic()

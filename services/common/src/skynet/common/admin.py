@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 import pika
@@ -158,26 +158,50 @@ def release_held(url: str, source: str) -> None:
     _control(url, source, "release", release_routing_key(source))
 
 
-def source_queues(source: str, retry_steps: int = 4) -> list[str]:
+DEFAULT_RETRY_STEPS = 4  # SKYNET_RETRY_DELAYS_S's default length
+MAX_RETRY_STEPS = 64  # how far the retry queues are probed beyond the default
+
+
+def source_queues(source: str, retry_steps: int = DEFAULT_RETRY_STEPS) -> list[str]:
     return [actions_queue(source), *(retry_queue(source, i) for i in range(retry_steps)), dead_queue(source)]
 
 
 EVENT_QUEUES = (EVENTS_QUEUE, PROGRESS_QUEUE, EVENTS_DEAD_QUEUE)
 
 
-def queue_depths(url: str, source: str | None = None, *, queues: list[str] | None = None) -> dict[str, int | None]:
+def queue_depths(
+    url: str, source: str | None = None, *, queues: list[str] | None = None, sources: Iterable[str] = ()
+) -> dict[str, int | None]:
     """Ready messages per queue (``None``: the queue does not exist).
 
-    By default: the event queues, plus the actions, retry and dead queues of ``source``.
+    By default: the event queues, plus the actions, retry and dead queues of ``source``. ``queues``
+    names the queues instead; each of ``sources`` adds its own. A source's retry queues are the
+    default four, plus every further step its uploaders declared (their ``SKYNET_RETRY_DELAYS_S``
+    may list more delays than the default), found by asking for the next step until one is missing.
     """
-    names = list(queues) if queues is not None else [*(source_queues(source) if source else []), *EVENT_QUEUES]
+    wanted = list(EVENT_QUEUES if queues is None else queues)
+    every_source = [*sources, *([source] if source and queues is None else [])]
     depths: dict[str, int | None] = {}
     with _channel(url, confirm=False) as (conn, ch):
-        for name in names:
+
+        def depth(name: str) -> int | None:
+            nonlocal ch
             if not ch.is_open:
                 ch = conn.channel()
             try:
-                depths[name] = int(ch.queue_declare(name, passive=True).method.message_count)
+                return int(ch.queue_declare(name, passive=True).method.message_count)
             except pika.exceptions.ChannelClosedByBroker:
-                depths[name] = None
+                return None
+
+        for src in every_source:
+            for name in source_queues(src)[:-1]:
+                depths[name] = depth(name)
+            for step in range(DEFAULT_RETRY_STEPS, MAX_RETRY_STEPS):
+                more = depth(retry_queue(src, step))
+                if more is None:
+                    break
+                depths[retry_queue(src, step)] = more
+            depths[dead_queue(src)] = depth(dead_queue(src))
+        for name in wanted:
+            depths[name] = depth(name)
     return depths
