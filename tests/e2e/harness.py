@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pika
+import pika.exceptions
 
 from skynet.common.topology import EVENTS_EXCHANGE
 from tests.fixtures.common import wait_for
@@ -215,17 +216,31 @@ class Stack:
         return "\n".join(out)
 
 
-def tap_queue(ch: Any, keys: tuple[str, ...]) -> str:
-    """An exclusive queue of this connection's, bound to the events exchange with ``keys``."""
+TAP_QUEUE_EXPIRES_MS = 600_000  # a tap's queue outlives a dropped connection, not the test run
+
+
+def tap_queue(ch: Any, keys: tuple[str, ...], name: str = "") -> str:
+    """A queue bound to the events exchange with ``keys``: exclusive to this connection, or, when
+    ``name`` is given, one that survives the connection (and is removed 10 minutes after its last
+    consumer went away), so that a consumer that reconnects misses nothing."""
     ch.exchange_declare(EVENTS_EXCHANGE, exchange_type="topic", durable=True)
-    queue: str = ch.queue_declare("", exclusive=True).method.queue
+    if name:
+        queue: str = ch.queue_declare(name, arguments={"x-expires": TAP_QUEUE_EXPIRES_MS}).method.queue
+    else:
+        queue = ch.queue_declare("", exclusive=True).method.queue
     for key in keys:
         ch.queue_bind(queue, EVENTS_EXCHANGE, routing_key=key)
     return queue
 
 
 class EventTap:
-    """Collects every lifecycle event published on the events exchange of a vhost."""
+    """Collects every lifecycle event published on the events exchange of a vhost.
+
+    Its queue outlives its connection: if the connection drops, the tap reconnects and reads what
+    was published meanwhile. A tap that cannot reconnect says why, in :meth:`of` and the others,
+    instead of leaving a test to wait for events that can no longer arrive. (A broker restart
+    loses the queue itself: tests that restart the broker read outcomes elsewhere.)
+    """
 
     def __init__(self, amqp_url: str, keys: tuple[str, ...] = ("file.#", "worker.#")) -> None:
         self.events: list[dict[str, Any]] = []
@@ -234,41 +249,66 @@ class EventTap:
         self._ready = threading.Event()
         self._url = amqp_url
         self._keys = keys
+        self._queue = f"test.tap.{os.getpid()}.{id(self):x}.{time.monotonic_ns()}"
+        self._error: str | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def start(self) -> EventTap:
         self._thread.start()
-        assert self._ready.wait(15), "event tap could not connect"
+        assert self._ready.wait(15), f"event tap could not connect: {self._error}"
         return self
 
     def _run(self) -> None:
-        conn = pika.BlockingConnection(pika.URLParameters(self._url))
-        ch = conn.channel()
-        q = tap_queue(ch, self._keys)
-
-        def on_msg(_c: Any, _m: Any, _p: Any, body: bytes) -> None:
-            with self._lock:
-                self.events.append(json.loads(body))
-
-        ch.basic_consume(q, on_msg, auto_ack=True)
-        self._ready.set()
+        failures = 0
         while not self._stop.is_set():
-            conn.process_data_events(time_limit=0.2)
-        conn.close()
+            try:
+                self._consume()
+                return
+            except (pika.exceptions.AMQPError, OSError) as exc:
+                failures += 1
+                self._error = f"{type(exc).__name__}: {exc} ({failures} connection failures)"
+                if failures >= 60:
+                    return
+                time.sleep(0.5)
+
+    def _consume(self) -> None:
+        conn = pika.BlockingConnection(pika.URLParameters(self._url))
+        try:
+            ch = conn.channel()
+            q = tap_queue(ch, self._keys, self._queue)
+
+            def on_msg(_c: Any, _m: Any, _p: Any, body: bytes) -> None:
+                with self._lock:
+                    self.events.append(json.loads(body))
+
+            ch.basic_consume(q, on_msg, auto_ack=True)
+            self._ready.set()
+            while not self._stop.is_set():
+                conn.process_data_events(time_limit=0.2)
+            ch.queue_delete(q)
+        finally:
+            if conn.is_open:
+                conn.close()
+
+    def _check(self) -> None:
+        assert self._thread.is_alive() or self._stop.is_set(), f"the event tap stopped: {self._error}"
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(10)
 
     def of(self, state: str, path: str | None = None) -> list[dict[str, Any]]:
+        self._check()
         with self._lock:
             return [e for e in self.events if e.get("state") == state and (path is None or e.get("path") == path)]
 
     def mark(self) -> int:
+        self._check()
         with self._lock:
             return len(self.events)
 
     def since(self, mark: int, pred: Callable[[dict[str, Any]], bool] = lambda e: True) -> list[dict[str, Any]]:
+        self._check()
         with self._lock:
             return [e for e in self.events[mark:] if pred(e)]
 
