@@ -199,6 +199,77 @@ def test_uploaders_wait_out_an_s3_server_outage_and_finish(
         proxy.close()
 
 
+@pytest.mark.parametrize("client", ["openssh", "paramiko"])
+def test_a_changed_sftp_host_key_pauses_the_uploaders_without_failing_a_file_until_it_is_pinned_again(
+    tmp_path: Path,
+    amqp_url: str,
+    sftp_server: SftpServer,
+    sftp_proxy: TcpProxy,
+    tap: EventTap,
+    report: FaultReport,
+    client: str,
+) -> None:
+    """The server's host key changes under running uploaders (a reinstalled server, or someone in
+    the middle). No file may go to the server, and none may be failed or dead-lettered for it: the
+    refusal is the target's as a whole. Once known_hosts pins the key again, everything arrives."""
+    target = make_sftp_target(sftp_server, via=sftp_proxy)
+    known_hosts = Path(str(target.settings.sftp_known_hosts))
+    pinned = known_hosts.read_text()
+    port = str(sftp_proxy.port)
+    other = f"[{sftp_server.host}]:{port} " + Path(sftp_server.other_known_hosts).read_text().split(" ", 1)[1]
+    stack = Stack(tmp_path, amqp_url, SftpRemote(target))
+    try:
+        stack.start("watcher")
+        uploaders = [stack.start("uploader", n, SKYNET_SFTP_CLIENT=client) for n in ("uploader-a", "uploader-b")]
+        for i in range(20):
+            (stack.watch / f"before-{i}.txt").write_text(f"before {i}")
+        stack.wait_mirror(60)
+        mark = tap.mark()
+        known_hosts.write_text(other)  # what the client now sees is not the key it pinned
+        sftp_proxy.cut()  # every open session goes; the next ones meet the "new" key
+        sftp_proxy.restore()
+        for i in range(30):
+            (stack.watch / f"during-{i}.txt").write_text(f"while the key is wrong {i}")
+        wait_for(
+            lambda: all("refuses this uploader" in u.text() for u in uploaders),
+            60,
+            what="both uploaders to say they pause",
+        )
+        time.sleep(5)
+        assert not any(p.name.startswith("during-") for p in target.local_dir.iterdir()), (
+            "a file went to an unpinned server"
+        )
+        assert all(u.alive() for u in uploaders), stack.tail_logs()
+        known_hosts.write_text(pinned)
+        snap = stack.wait_mirror(120)
+        assert len(snap) == 50
+        gone_wrong = tap.since(mark, lambda e: e.get("state") in ("failed", "dead"))
+        assert not gone_wrong, f"files failed for the host key: {gone_wrong[:3]}"
+        assert not dead_letters(stack.amqp_url)
+        log = "\n".join(u.text() for u in uploaders)
+        assert "host key of [127.0.0.1]:" + port in log and "does not match known_hosts" in log
+        report.row(f"SFTP host key changed, then pinned again ({client})", len(snap), 0, 0, 0)
+    finally:
+        stack.stop_all()
+
+
+def test_an_uploader_started_against_an_unpinned_host_key_refuses_to_start_and_says_why(
+    tmp_path: Path, amqp_url: str, sftp_server: SftpServer, sftp_proxy: TcpProxy
+) -> None:
+    target = make_sftp_target(sftp_server, via=sftp_proxy)
+    known_hosts = Path(str(target.settings.sftp_known_hosts))
+    known_hosts.write_text(
+        f"[{sftp_server.host}]:{sftp_proxy.port} " + Path(sftp_server.other_known_hosts).read_text().split(" ", 1)[1]
+    )
+    stack = Stack(tmp_path, amqp_url, SftpRemote(target))
+    try:
+        uploader = stack.start("uploader", "uploader-a")
+        assert uploader.popen.wait(timeout=60) == 1
+        assert "does not match known_hosts" in uploader.text() and "Traceback" not in uploader.text(), uploader.text()
+    finally:
+        stack.stop_all()
+
+
 # ----------------------------------------------------------------------------- 4. replicas and rewrites
 
 

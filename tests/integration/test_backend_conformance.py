@@ -17,7 +17,14 @@ from typing import Any
 
 import pytest
 
-from skynet.common.errors import ConfigError, InvalidPath, RemoteConflict, RemoteRefused, RemoteUnavailable
+from skynet.common.errors import (
+    ConfigError,
+    InvalidPath,
+    RemoteAccessDenied,
+    RemoteConflict,
+    RemoteRefused,
+    RemoteUnavailable,
+)
 from skynet.common.messages import Generation
 from skynet.uploader.storage.base import Backend, UploadResult
 from skynet.uploader.storage.config import BackendSettings
@@ -485,7 +492,7 @@ def sftp_client(request: pytest.FixtureRequest) -> str:
 
 def test_sftp_refuses_a_server_whose_host_key_is_not_pinned(sftp_server: sftp_fx.SftpServer, sftp_client: str) -> None:
     backend = _sftp_backend(sftp_server, sftp_known_hosts=sftp_server.other_known_hosts, sftp_client=sftp_client)
-    with pytest.raises(RemoteRefused, match="does not match known_hosts"):
+    with pytest.raises(RemoteAccessDenied, match="does not match known_hosts"):
         backend.check()
 
 
@@ -494,7 +501,7 @@ def test_sftp_refuses_a_host_missing_from_known_hosts(
 ) -> None:
     empty = tmp_path / "known_hosts"
     empty.write_text("")
-    with pytest.raises(RemoteRefused, match="not in known_hosts"):
+    with pytest.raises(RemoteAccessDenied, match="not in known_hosts"):
         _sftp_backend(sftp_server, sftp_known_hosts=str(empty), sftp_client=sftp_client).check()
 
 
@@ -504,7 +511,7 @@ def test_sftp_over_openssh_refuses_a_key_the_server_does_not_accept(
     stranger = tmp_path / "stranger_key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
     backend = _sftp_backend(sftp_server, sftp_key_file=str(stranger), sftp_client="openssh")
-    with pytest.raises(RemoteRefused, match="authentication"):
+    with pytest.raises(RemoteAccessDenied, match="authentication"):
         backend.check()
 
 
@@ -584,7 +591,7 @@ def test_sftp_needs_a_known_hosts_file(sftp_server: sftp_fx.SftpServer, tmp_path
 
 def test_sftp_refuses_a_wrong_password(sftp_server: sftp_fx.SftpServer) -> None:
     backend = _sftp_backend(sftp_server, sftp_key_file=None, sftp_password="not-the-password")
-    with pytest.raises(RemoteRefused, match="authentication"):
+    with pytest.raises(RemoteAccessDenied, match="authentication"):
         backend.check()
 
 
@@ -622,7 +629,8 @@ def test_s3_refuses_a_missing_bucket(s3_server: s3_fx.S3Server, aws_credentials:
     from skynet.uploader.storage.s3 import open_backend
 
     backend = open_backend("s3://no-such-bucket-here/x", BackendSettings(s3_endpoint_url=s3_server.endpoint_url))
-    with pytest.raises(RemoteRefused):
+    # The whole target is refused, not the one file: the uploader pauses instead of dead-lettering.
+    with pytest.raises(RemoteAccessDenied, match="NoSuchBucket"):
         backend.upload("x", __file__, generation_of(__file__), lambda n: None)
 
 

@@ -10,7 +10,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError, NoCredenti
 from hypothesis import given
 from hypothesis import strategies as st
 
-from skynet.common.errors import InvalidPath, RemoteFull, RemoteRefused, RemoteUnavailable
+from skynet.common.errors import InvalidPath, RemoteAccessDenied, RemoteFull, RemoteRefused, RemoteUnavailable
 from skynet.common.messages import Generation
 from skynet.uploader.storage import _partial, local, s3, sftp
 from skynet.uploader.storage._s3_multipart import MAX_PARTS, MIN_PART, MiB, part_size_for, plan
@@ -85,7 +85,12 @@ def _client_error(code: str, status: int) -> ClientError:
         (_client_error("XMinioAdminBucketQuotaExceeded", 400), RemoteFull),
         (_client_error("", 507), RemoteFull),
         (EndpointConnectionError(endpoint_url="http://x"), RemoteUnavailable),
-        (NoCredentialsError(), RemoteRefused),
+        (NoCredentialsError(), RemoteAccessDenied),
+        # The store refuses the uploader as a whole: paused, never a file dead-lettered for it.
+        (_client_error("InvalidAccessKeyId", 403), RemoteAccessDenied),
+        (_client_error("SignatureDoesNotMatch", 403), RemoteAccessDenied),
+        (_client_error("NoSuchBucket", 404), RemoteAccessDenied),
+        (_client_error("RequestTimeTooSkewed", 403), RemoteAccessDenied),
     ],
 )
 def test_s3_errors_say_whether_retrying_helps(exc: Exception, expected: type) -> None:
@@ -99,7 +104,7 @@ def test_s3_errors_say_whether_retrying_helps(exc: Exception, expected: type) ->
         (ConnectionResetError(), RemoteUnavailable),
         (EOFError(), RemoteUnavailable),
         (paramiko.SSHException("x"), RemoteUnavailable),
-        (paramiko.AuthenticationException("x"), RemoteRefused),
+        (paramiko.AuthenticationException("x"), RemoteAccessDenied),
         (PermissionError(errno.EACCES, "Permission denied"), RemoteRefused),
         (OSError("Failure"), RemoteRefused),
     ],

@@ -9,6 +9,7 @@ foreign library and re-raised as the most specific error below, with ``raise ...
     ├── TransientError         retrying later can help (network, server busy, broker away)
     │   ├── BrokerUnavailable
     │   ├── RemoteUnavailable
+    │   │   └── RemoteAccessDenied  the target refuses this uploader as a whole (host key, credentials)
     │   ├── RemoteConflict     a file where a folder must go on the target, or the reverse
     │   └── RemoteFull         the target is out of space or over its quota
     └── PermanentError         retrying the same thing cannot help
@@ -50,6 +51,14 @@ class BrokerUnavailable(TransientError):
 
 class RemoteUnavailable(TransientError):
     """The storage target cannot be reached, timed out, or is throttling."""
+
+
+class RemoteAccessDenied(RemoteUnavailable):
+    """The target refuses this uploader as a whole, not one file: its SSH host key no longer
+    matches the pinned one, or it rejects the credentials, or the bucket is gone. Every file
+    would fail alike, so none is dead-lettered for it: at start the uploader refuses to run; once
+    running it pauses as for an outage, says why at every check, and resumes once an operator has
+    put it right (known_hosts and credentials are read again at every connection)."""
 
 
 class RemoteConflict(TransientError):

@@ -13,7 +13,7 @@ import time
 from types import FrameType
 
 from skynet.common.broker import Consumer, Delivery, backoff_delays, declare_consumer_topology
-from skynet.common.errors import ConfigError, RemoteUnavailable, SkynetError
+from skynet.common.errors import ConfigError, RemoteAccessDenied, RemoteRefused, RemoteUnavailable, SkynetError
 from skynet.common.events import EventSink, start_heartbeats
 from skynet.common.logs import setup_logging
 from skynet.common.messages import FileEvent, WorkerHeartbeat
@@ -26,6 +26,11 @@ from skynet.uploader.storage.registry import factory_for
 from skynet.uploader.worker import Reconciler
 
 log = logging.getLogger("skynet.uploader")
+
+FIX = (
+    "put it right (SKYNET_SFTP_KNOWN_HOSTS, the key or password, the bucket, the credentials)"
+    " and the uploader resumes by itself"
+)
 
 
 class RemoteGuard:
@@ -50,13 +55,18 @@ class RemoteGuard:
         threading.Thread(target=self._wait_for_remote, args=(exc,), name="remote-probe", daemon=True).start()
 
     def _wait_for_remote(self, exc: RemoteUnavailable) -> None:
-        log.warning("remote unavailable (%s): paused, probing", exc.reason)
+        if isinstance(exc, RemoteAccessDenied):
+            log.error("the target refuses this uploader (%s): paused, no file is failed for it; %s", exc.reason, FIX)
+        else:
+            log.warning("remote unavailable (%s): paused, probing", exc.reason)
         delays = backoff_delays(1.0, 30.0)
         while True:
             time.sleep(next(delays))
             try:
                 self._probe.check()
                 break
+            except RemoteAccessDenied as err:
+                log.error("the target still refuses this uploader: %s", err.reason)
             except SkynetError as err:
                 log.info("remote still unavailable: %s", err.reason)
         with self._lock:
@@ -130,6 +140,8 @@ def run(settings: UploaderSettings) -> None:
     guard = RemoteGuard(consumer, probe)
     try:
         probe.check()
+    except RemoteAccessDenied:
+        raise  # a refusal at start is a configuration to fix: the uploader does not start
     except RemoteUnavailable as exc:
         guard.remote_down(exc)
 
@@ -197,3 +209,6 @@ def main() -> None:
     except ConfigError as exc:
         log.error("%s", exc)
         sys.exit(2)
+    except (RemoteAccessDenied, RemoteRefused) as exc:
+        log.error("the target refuses this uploader, which does not start: %s", exc.reason)
+        sys.exit(1)

@@ -19,7 +19,7 @@ from typing import Any
 import paramiko
 from paramiko.sftp import CMD_EXTENDED, CMD_EXTENDED_REPLY
 
-from skynet.common.errors import ConfigError, RemoteRefused, RemoteUnavailable
+from skynet.common.errors import ConfigError, RemoteAccessDenied, RemoteUnavailable
 
 WINDOW_SIZE = 64 * 1024 * 1024
 MAX_PACKET_SIZE = 256 * 1024  # what we accept from the server; OpenSSH's sshd takes 32 KiB packets from us
@@ -71,7 +71,7 @@ def pinned_keys(ep: Endpoint, known: paramiko.HostKeys) -> dict[str, paramiko.PK
     """The host keys known_hosts pins for ``ep``, by type; refused if there are none."""
     pinned: dict[str, paramiko.PKey] = dict(known.lookup(ep.known_hosts_name) or {})
     if not pinned:
-        raise RemoteRefused(
+        raise RemoteAccessDenied(
             f"host key of {ep.known_hosts_name} is not in known_hosts; add it (ssh-keyscan -p {ep.port} {ep.host})"
         )
     return pinned
@@ -110,7 +110,7 @@ def connect(
         server_key = transport.get_remote_server_key()
         expected = pinned.get(server_key.get_name())
         if expected is None or expected != server_key:
-            raise RemoteRefused(
+            raise RemoteAccessDenied(
                 f"host key of {ep.known_hosts_name} ({server_key.get_name()} "
                 f"{server_key.fingerprint}) does not match known_hosts: refusing to connect"
             )
@@ -126,7 +126,7 @@ def connect(
         sftp.get_channel().settimeout(timeout)  # type: ignore[union-attr]
     except paramiko.AuthenticationException as exc:
         transport.close()
-        raise RemoteRefused(f"authentication as {ep.user!r} on {ep.host}:{ep.port} failed") from exc
+        raise RemoteAccessDenied(f"authentication as {ep.user!r} on {ep.host}:{ep.port} failed") from exc
     except (paramiko.SSHException, OSError, EOFError) as exc:
         transport.close()
         raise RemoteUnavailable(f"SSH session with {ep.host}:{ep.port} failed: {exc}") from exc

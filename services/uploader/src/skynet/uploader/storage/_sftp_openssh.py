@@ -28,7 +28,7 @@ from typing import IO
 
 import paramiko
 
-from skynet.common.errors import ConfigError, RemoteRefused, RemoteUnavailable
+from skynet.common.errors import ConfigError, RemoteAccessDenied, RemoteUnavailable
 from skynet.uploader.storage._sftp_connect import Endpoint, pinned_keys
 
 CIPHERS = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr,aes256-ctr"
@@ -179,9 +179,9 @@ def connect(
     return pipe, sftp
 
 
-def _refusal(ep: Endpoint, why: str) -> RemoteRefused | RemoteUnavailable:
+def _refusal(ep: Endpoint, why: str) -> RemoteUnavailable:
     if "Host key verification failed" in why or "IDENTIFICATION HAS CHANGED" in why:
-        return RemoteRefused(f"host key of {ep.known_hosts_name} does not match known_hosts: refusing to connect")
+        return RemoteAccessDenied(f"host key of {ep.known_hosts_name} does not match known_hosts: refusing to connect")
     if "Permission denied" in why:
-        return RemoteRefused(f"authentication as {ep.user!r} on {ep.host}:{ep.port} failed")
+        return RemoteAccessDenied(f"authentication as {ep.user!r} on {ep.host}:{ep.port} failed")
     return RemoteUnavailable(f"SSH session with {ep.host}:{ep.port} failed: {why or 'ssh ended'}")

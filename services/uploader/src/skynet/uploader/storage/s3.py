@@ -28,7 +28,15 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 
-from skynet.common.errors import ConfigError, InvalidPath, RemoteFull, RemoteRefused, RemoteUnavailable, SkynetError
+from skynet.common.errors import (
+    ConfigError,
+    InvalidPath,
+    RemoteAccessDenied,
+    RemoteFull,
+    RemoteRefused,
+    RemoteUnavailable,
+    SkynetError,
+)
 from skynet.common.messages import Generation
 from skynet.common.paths import remote_join, validate_rel_path
 from skynet.uploader.storage import _s3_multipart as mp
@@ -51,20 +59,26 @@ log = logging.getLogger(__name__)
 
 MAX_KEY_BYTES = 1024
 SINGLE_COPY_LIMIT = 5 * 1024**3
-_REFUSED_CODES = {
-    "AccessDenied",
+# The store refuses this uploader as a whole, whatever the key (credentials, account, the bucket
+# gone, the clock): the uploader pauses until it is put right instead of dead-lettering every file.
+_DENIED_CODES = {
     "AllAccessDisabled",
     "AccountProblem",
     "InvalidAccessKeyId",
     "SignatureDoesNotMatch",
-    "InvalidBucketName",
     "NoSuchBucket",
+    "RequestTimeTooSkewed",
+    "ExpiredToken",
+    "InvalidToken",
+}
+_REFUSED_CODES = {
+    "AccessDenied",  # may be a policy on some keys only: refused per file
+    "InvalidBucketName",
     "EntityTooLarge",
     "KeyTooLongError",
     "InvalidArgument",
     "InvalidObjectState",
     "MethodNotAllowed",
-    "RequestTimeTooSkewed",
 }
 _UNAVAILABLE_CODES = {
     "SlowDown",
@@ -90,6 +104,8 @@ def classify(exc: BaseException, what: str = "") -> SkynetError:
         code = str(error.get("Code", ""))
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
         text = f"{prefix}{code or status} {error.get('Message', '')}".rstrip()
+        if code in _DENIED_CODES:
+            return RemoteAccessDenied(text)
         if code in _FULL_CODES or status == 507:
             return RemoteFull(f"{text}: the target is full; retried, free some space")
         if code in _UNAVAILABLE_CODES or status >= 500 or status in (408, 429):
@@ -100,7 +116,7 @@ def classify(exc: BaseException, what: str = "") -> SkynetError:
             return RemoteRefused(text)
         return RemoteUnavailable(text)
     if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
-        return RemoteRefused(f"{prefix}no usable AWS credentials (AWS_ACCESS_KEY_ID/…, AWS_PROFILE): {exc}")
+        return RemoteAccessDenied(f"{prefix}no usable AWS credentials (AWS_ACCESS_KEY_ID/…, AWS_PROFILE): {exc}")
     if isinstance(exc, ParamValidationError):
         return RemoteRefused(f"{prefix}{exc}")
     if isinstance(exc, (BotoCoreError, OSError)):

@@ -91,6 +91,7 @@ from skynet.common.errors import (
     ConfigError,
     InvalidPath,
     LocalFileError,
+    RemoteAccessDenied,
     RemoteConflict,
     RemoteFull,
     RemoteRefused,
@@ -130,7 +131,7 @@ def classify(exc: BaseException, what: str = "") -> SkynetError:
         return exc
     prefix = f"{what}: " if what else ""
     if isinstance(exc, paramiko.AuthenticationException):
-        return RemoteRefused(f"{prefix}authentication failed")
+        return RemoteAccessDenied(f"{prefix}authentication failed")
     if isinstance(exc, (paramiko.SSHException, EOFError, ConnectionError, TimeoutError, socket.timeout)):
         return RemoteUnavailable(f"{prefix}{type(exc).__name__}: {exc}")
     if isinstance(exc, OSError):
@@ -201,6 +202,9 @@ class SftpBackend(Backend):
 
     def _connect(self) -> _Session:
         transport: Link
+        # Read again at every connection: a host key put right in known_hosts is taken without a
+        # restart by an uploader paused on the old one (RemoteAccessDenied).
+        self._known = _sftp_connect.load_known_hosts(self._settings.sftp_known_hosts)
         if self._via_ssh:
             assert self._settings.sftp_key_file and self._settings.sftp_known_hosts
             transport, sftp = _sftp_openssh.connect(
