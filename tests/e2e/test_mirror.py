@@ -163,3 +163,25 @@ def test_a_folder_deleted_or_moved_away_locally_leaves_no_empty_folder_on_the_re
     while stack.remote.folders() != holding_files and time.monotonic() < deadline:
         time.sleep(0.1)
     assert stack.remote.folders() == holding_files
+
+
+def test_a_file_edited_in_place_with_its_size_and_mtime_kept_arrives_with_its_new_bytes(stack: Stack) -> None:
+    """An edit that leaves size, mtime and inode as they were (a tool that restores the mtime, or
+    two writes of one size within one tick of a coarse kernel clock) still reaches the remote: the
+    watcher saw the bytes written, so the remote's record of that generation is not trusted."""
+    stack.start("watcher")
+    stack.start("uploader", "uploader-a")
+    w = stack.watch
+    sizes = {"small.bin": 4096, "large.bin": 3 * 1024 * 1024}  # under and over the blind-upload size
+    for name, size in sizes.items():
+        write(w / name, os.urandom(size))
+    stack.wait_mirror(60)
+    for name in sizes:
+        before = os.stat(w / name)
+        with open(w / name, "r+b") as f:
+            f.seek(1000)
+            f.write(os.urandom(2000))
+        os.utime(w / name, ns=(before.st_atime_ns, before.st_mtime_ns))
+        after = os.stat(w / name)
+        assert (after.st_size, after.st_mtime_ns, after.st_ino) == (before.st_size, before.st_mtime_ns, before.st_ino)
+    stack.wait_mirror(60)

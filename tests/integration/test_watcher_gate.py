@@ -66,6 +66,34 @@ def test_a_burst_of_writes_and_a_temp_file_renamed_into_place_become_one_action_
         stack.stop_all()
 
 
+def test_bytes_written_under_an_unchanged_generation_are_sent_forced_and_a_mode_change_is_not(
+    tmp_path: Path, amqp_url: str
+) -> None:
+    """Only a real write makes the watcher distrust the remote's record of a generation: a chmod
+    asks for a check (the uploader skips a file the remote holds), a write that puts size and
+    mtime back asks for an upload whatever the remote records."""
+    stack = Stack(tmp_path, amqp_url, NoRemote())
+    try:
+        stack.start("watcher")
+        for name in ("edited.bin", "chmodded.bin"):
+            (stack.watch / name).write_bytes(b"x" * 5000)
+        wait_for(lambda: _depth(amqp_url) == 2, 15, what="both files published")
+        first = drain_actions(amqp_url)
+        assert [a["force"] for a in first] == [False, False]
+        before = os.stat(stack.watch / "edited.bin")
+        with open(stack.watch / "edited.bin", "r+b") as f:
+            f.write(b"y" * 100)
+        os.utime(stack.watch / "edited.bin", ns=(before.st_atime_ns, before.st_mtime_ns))
+        os.chmod(stack.watch / "chmodded.bin", 0o600)
+        wait_for(lambda: _depth(amqp_url) == 2, 15, what="both changes published")
+        again = {str(a["path"]): a for a in drain_actions(amqp_url)}
+        assert again["edited.bin"]["force"] is True
+        assert again["chmodded.bin"]["force"] is False
+        assert again["edited.bin"]["generation"] == next(a for a in first if a["path"] == "edited.bin")["generation"]
+    finally:
+        stack.stop_all()
+
+
 def test_only_a_file_that_has_to_wait_is_reported_waiting(tmp_path: Path, amqp_url: str) -> None:
     """With the shortest settle period, a file closed at once goes straight to "queued"; one still
     being written is reported "waiting" first (and then "queued", once closed)."""

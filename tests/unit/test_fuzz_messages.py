@@ -130,20 +130,24 @@ def test_hostile_paths_in_otherwise_valid_actions_never_decode_to_a_path_outside
     st.integers(min_value=0, max_value=2**63 - 1),
     st.integers(min_value=-(2**63), max_value=2**63 - 1),
     st.integers(min_value=0, max_value=2**64 - 1),
+    st.booleans(),
 )
-def test_the_scans_fast_encoder_writes_the_same_action_as_the_model(path: str, size: int, mtime: int, ino: int) -> None:
+def test_the_scans_fast_encoder_writes_the_same_action_as_the_model(
+    path: str, size: int, mtime: int, ino: int, force: bool
+) -> None:
     """encode_changed (no pydantic, for scans of many files) decodes to what encode(PathChanged) does."""
     try:
         validate_rel_path(path)
     except InvalidPath:
         return  # the walk never hands it such a path
-    fast = decode_action(encode_changed("src-1", path, size, mtime, ino))
+    fast = decode_action(encode_changed("src-1", path, size, mtime, ino, force=force))
     model = PathChanged(
         id=fast.id,
         created_at=fast.created_at,
         source="src-1",
         path=path,
         generation=Generation(size=size, mtime_ns=mtime, inode=ino),
+        force=force,
     )
     assert fast == model
     assert decode_action(encode(model)) == fast

@@ -196,19 +196,23 @@ def encode(message: BaseModel) -> bytes:
 _json_str = json.JSONEncoder(ensure_ascii=False).encode  # same escapes as pydantic for a valid path
 
 
-def encode_changed(source: str, path: str, size: int, mtime_ns: int, inode: int, action_id: str | None = None) -> bytes:
+def encode_changed(
+    source: str, path: str, size: int, mtime_ns: int, inode: int, action_id: str | None = None, force: bool = False
+) -> bytes:
     """``encode(PathChanged(source=source, path=path, generation=Generation(...)))`` without pydantic.
 
     For the watcher's scan, which finds every file of a tree on a first start: building and dumping
     two models costs about 15 µs a file, this about 4 (measured). The caller guarantees what validation would
     check: ``path`` passed :func:`~skynet.common.paths.validate_rel_path` and ``source`` the
     settings' pattern. The bytes decode to the same message (tested against the model). ``action_id``:
-    the message's id (a :func:`new_id`), when the caller needs to know it.
+    the message's id (a :func:`new_id`), when the caller needs to know it. ``force``: the content
+    changed although the generation did not; the uploader sends it whatever the remote records.
     """
     return (
         f'{{"id":"{action_id or new_id()}","source":{_json_str(source)},"created_at":{time.time()!r},'
         f'"type":"action.changed.v1","path":{_json_str(path)},"is_dir":false,'
-        f'"generation":{{"size":{size:d},"mtime_ns":{mtime_ns:d},"inode":{inode:d}}},"force":false}}'
+        f'"generation":{{"size":{size:d},"mtime_ns":{mtime_ns:d},"inode":{inode:d}}},'
+        f'"force":{"true" if force else "false"}}}'
     ).encode()
 
 

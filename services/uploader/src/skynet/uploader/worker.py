@@ -207,12 +207,15 @@ class Reconciler:
         elif action.is_dir:
             self._tree(action.path, action.id, confirmed=action.force)
         else:
+            hinted = action.generation is not None
             self._file(
                 action.path,
                 force=action.force,
-                confirmed=action.force,
+                # Forced with a generation: the watcher saw the bytes change under an unchanged
+                # generation. Not an admin's request, so it confirms no delete.
+                confirmed=action.force and not hinted,
                 action_id=action.id,
-                hinted=action.generation is not None,
+                hinted=hinted,
             )
 
     # ------------------------------------------------------------------ files
@@ -280,6 +283,10 @@ class Reconciler:
                     f"{path!r} is {local.size} bytes: over the target's limit of {self.max_file_size} bytes"
                     " (SKYNET_MAX_FILE_SIZE)"
                 )
+            if force and hinted:
+                # A partial of this generation would hold bytes of the content it replaced.
+                with self._path_lock(path):
+                    backend.cleanup(path)
             if self._upload(backend, path, local, action_id):
                 return
             force = True  # it changed while we sent it: send it again, whatever the remote says

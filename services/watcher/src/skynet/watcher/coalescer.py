@@ -20,6 +20,10 @@ class Pending:
     not_before: float = 0.0
     announced: bool = False  # a "waiting" event was sent for it
     recheck: bool = False  # its mode, owner or times changed: act even if the index has its generation
+    # Its bytes were written (inotify's IN_MODIFY): the content may differ even where size, mtime
+    # and inode are back to what was last sent (mtime restored by the writer, or two writes of one
+    # size within one tick of a coarse kernel clock).
+    modified: bool = False
 
 
 class Coalescer:
@@ -37,12 +41,15 @@ class Coalescer:
     def get(self, path: str) -> Pending | None:
         return self._pending.get(path)
 
-    def touch(self, path: str, now: float, writing: bool | None = None, recheck: bool = False) -> bool:
+    def touch(
+        self, path: str, now: float, writing: bool | None = None, recheck: bool = False, modified: bool = False
+    ) -> bool:
         """Record an event on ``path``; returns True if the path was not pending before.
 
         ``writing`` is True for a write (modify/create), False for a close after writing, None
         for an event that says nothing about writers (attributes, a scan, a move). ``recheck``
-        (attributes changed) makes the path count as changed even where its generation did not.
+        (attributes changed) makes the path count as changed even where its generation did not;
+        ``modified`` (its bytes were written) makes it count as new content even then.
         """
         entry = self._pending.get(path)
         new = entry is None
@@ -50,6 +57,7 @@ class Coalescer:
             entry = self._pending[path] = Pending(first_seen=now, last_event=now)
         entry.last_event = now
         entry.recheck = entry.recheck or recheck
+        entry.modified = entry.modified or modified
         if writing is not None:
             entry.writing = writing
             if not writing:

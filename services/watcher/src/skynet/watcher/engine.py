@@ -300,7 +300,7 @@ class Engine:
                 writing = False
             # A file made readable (chmod, chown) keeps its generation, and its last action may
             # have failed on "permission denied": act on it again (one remote check if all is well).
-            if self.coalescer.touch(rel, now, writing, recheck=kind == "attrib"):
+            if self.coalescer.touch(rel, now, writing, recheck=kind == "attrib", modified=bool(writing)):
                 if kind != "deleted":
                     self._unannounced.append((now, rel))
             else:
@@ -479,16 +479,23 @@ class Engine:
             return
         self.coalescer.forget(rel)
         gen = gen_of(st)
-        if self.index.get(rel) == gen and not entry.recheck:
+        if self.index.get(rel) == gen:
+            if entry.modified:
+                # Written, yet size, mtime and inode are what was last sent: the remote would
+                # take it for the version it holds. Sent forced, so it is uploaded again.
+                self._changed(rel, gen, rewritten=True)
+            elif entry.recheck:
+                self._changed(rel, gen)
             return
         self._changed(rel, gen)
 
-    def _changed(self, rel: str, gen: GenTuple) -> None:
-        """Queue the action for a file found changed (``rel`` is a validated path)."""
+    def _changed(self, rel: str, gen: GenTuple, rewritten: bool = False) -> None:
+        """Queue the action for a file found changed (``rel`` is a validated path). ``rewritten``:
+        its content changed under an unchanged generation, so the action is forced."""
         self.index[rel] = gen
         if self._reported:
             self._forget_report(rel)
-        self._pending_actions.append((rel, encode_changed(self.source, rel, *gen)))
+        self._pending_actions.append((rel, encode_changed(self.source, rel, *gen, force=rewritten)))
         self._pending_index_set.append((rel, *gen))
 
     def _forget_report(self, rel: str) -> None:
