@@ -6,6 +6,7 @@ Every case ends with the remote equal to the local folder (paths and SHA-256) an
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -22,7 +23,7 @@ from skynet.common.admin import requeue_dead
 from skynet.common.topology import HEADER_ATTEMPTS, HEADER_REASON, dead_queue
 from skynet.uploader.storage._s3_multipart import part_size_for
 from skynet.uploader.storage.sftp import RESUME_MARGIN, WRITE_CHUNK
-from tests.e2e.harness import EventTap, RemoteView, Stack
+from tests.e2e.harness import EventTap, Proc, RemoteView, Stack
 from tests.e2e.remotes import S3Remote, SftpRemote
 from tests.faults.conftest import FaultReport
 from tests.fixtures.broker import PrivateBroker
@@ -90,13 +91,31 @@ def progress_tap(amqp_url: str) -> Iterator[EventTap]:
 # ----------------------------------------------------------------------------- 1. SIGKILL mid-upload
 
 
-def test_an_uploader_killed_mid_upload_is_finished_by_another_from_where_it_stopped(
-    stack: Stack, progress_tap: EventTap, remote: RemoteView, report: FaultReport
-) -> None:
-    stack.start("watcher")
-    first = stack.start("uploader", "uploader-first")
-    write_random(stack.watch / "huge.bin", BIG)
+SLOW_LINK_BYTES_S = 10 * MiB  # per connection and direction
 
+
+@contextlib.contextmanager
+def _slow_link(remote: RemoteView) -> Iterator[dict[str, str]]:
+    """The environment that sends an uploader to ``remote`` through a rate-limited proxy."""
+    if isinstance(remote, SftpRemote):
+        server = remote.t.server
+        proxy = TcpProxy(server.host, server.port, rate_bytes_s=SLOW_LINK_BYTES_S).start()
+        env = {
+            "SKYNET_TARGET": remote.t.target.replace(f":{server.port}/", f":{proxy.port}/", 1),
+            "SKYNET_SFTP_KNOWN_HOSTS": server.known_hosts_for(proxy.port),
+        }
+    else:
+        assert isinstance(remote, S3Remote)
+        host, port = str(remote.t.settings.s3_endpoint_url).rsplit("/", 1)[-1].split(":")
+        proxy = TcpProxy(host, int(port), rate_bytes_s=SLOW_LINK_BYTES_S).start()
+        env = {"SKYNET_S3_ENDPOINT_URL": f"http://127.0.0.1:{proxy.port}"}
+    try:
+        yield env
+    finally:
+        proxy.close()
+
+
+def _kill_at_40_percent(stack: Stack, uploader: Proc, progress_tap: EventTap) -> None:
     def far_enough() -> bool:
         done = [int(e.get("bytes_done") or 0) for e in progress_tap.of("progress", "huge.bin")]
         return bool(done) and max(done) >= BIG * 0.4
@@ -105,8 +124,22 @@ def test_an_uploader_killed_mid_upload_is_finished_by_another_from_where_it_stop
         wait_for(far_enough, 300, interval=0.05, what="the upload to pass 40%")
     except AssertionError as exc:
         raise AssertionError(f"{exc}; logs:\n{stack.tail_logs(60)}") from None
-    first.kill(signal.SIGKILL)
+    assert not progress_tap.of("done", "huge.bin"), "the upload ended before it could be interrupted"
+    uploader.kill(signal.SIGKILL)
     time.sleep(1)
+
+
+def test_an_uploader_killed_mid_upload_is_finished_by_another_from_where_it_stopped(
+    stack: Stack, progress_tap: EventTap, remote: RemoteView, report: FaultReport
+) -> None:
+    stack.start("watcher")
+    # The first uploader reaches the remote through a slow link, so that it is still sending when
+    # the test sees 40 % (on a fast host a direct 512 MiB upload can end between two progress ticks).
+    with _slow_link(remote) as slow_env:
+        first = stack.start("uploader", "uploader-first", **slow_env)
+        write_random(stack.watch / "huge.bin", BIG)
+        _kill_at_40_percent(stack, first, progress_tap)
+
     held_at_kill = remote_bytes_in_flight(remote)
     assert held_at_kill > 0, "nothing of the interrupted upload was left to resume from"
 
