@@ -60,12 +60,18 @@ class RemoteGuard:
         else:
             log.warning("remote unavailable (%s): paused, probing", exc.reason)
         delays = backoff_delays(1.0, 30.0)
+        denied = isinstance(exc, RemoteAccessDenied)
         while True:
             time.sleep(next(delays))
             try:
+                if denied:
+                    # A session opened before the refusal would still answer: only a new
+                    # connection shows that the host key or the credentials are right again.
+                    self._probe.close()
                 self._probe.check()
                 break
             except RemoteAccessDenied as err:
+                denied = True
                 log.error("the target still refuses this uploader: %s", err.reason)
             except SkynetError as err:
                 log.info("remote still unavailable: %s", err.reason)
