@@ -29,6 +29,7 @@ from skynet.watcher.observer import RawEvent
 from skynet.watcher.scanner import Found, GenTuple, gen_of, walk
 from skynet.watcher.settings import WatcherSettings
 from skynet.watcher.store import Action, Pending, StateUnavailable, Store
+from skynet.watcher.vanished import Vanished
 from skynet.watcher.writers import open_for_writing
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,10 @@ class Release:
     pass
 
 
+def inodes_of(index: dict[str, GenTuple]) -> dict[int, str]:
+    return {gen[2]: rel for rel, gen in index.items()}
+
+
 def _gen(t: GenTuple) -> Generation:
     return Generation(size=t[0], mtime_ns=t[1], inode=t[2])
 
@@ -107,6 +112,9 @@ class Engine:
         self.coalescer = Coalescer(settings.settle_ms / 1000.0, settings.max_open_wait_s)
         self.polling = settings.observer == "polling"
         self.index: dict[str, GenTuple] = self._stored_index()
+        # inode → the path the index last gave it, to recognise a file moved where inotify could
+        # not see it go (entries of deleted paths linger; each use checks the index).
+        self._inodes: dict[int, str] = inodes_of(self.index)
         # Files a scan found that the index never held: published from memory (see discovered.py).
         self.discovered = Discovered(self.is_current)
         self._stop = threading.Event()
@@ -134,9 +142,12 @@ class Engine:
         # Set while the start-up scan runs: the outbox pump waits for it (see pump.py).
         self.starting_scan = threading.Event()
         self._recent_dir_moves: deque[tuple[float, str, str]] = deque()
+        self._vanished = Vanished()  # files gone without inotify saying where to: their deletes wait
+        self._listings = 0  # folder scans under way (their files may be vanished ones, moved)
         self._pending_actions: list[tuple[str, Pending]] = []
         self._pending_index_set: list[tuple[str, int, int, int]] = []
         self._pending_index_drop: list[str] = []
+        self._pending_index_moves: list[tuple[str, str, bool]] = []  # moves paired by generation
         self._unannounced: deque[tuple[float, str]] = deque()  # (first seen, path), oldest first
         self.stats = {"published": 0, "coalesced": 0, "events": 0}
 
@@ -238,7 +249,9 @@ class Engine:
         self._pending_actions.clear()
         self._pending_index_set.clear()
         self._pending_index_drop.clear()
+        self._pending_index_moves.clear()
         self.index = self._stored_index()
+        self._inodes = inodes_of(self.index)
         self._state_rescan_at = now + self._state_wait
         self._state_wait = min(self._state_wait * 2, STATE_RETRY_S[1])
 
@@ -291,6 +304,8 @@ class Engine:
             # A folder's mode or owner changed: one that could not be listed may be readable now.
             self.request_scan("folder attributes changed", rel)
         else:
+            if kind == "deleted":
+                self._note_vanished(rel, now)
             writing: bool | None = None
             if kind == "write" and not self.polling:
                 # Only a real write marks the file open for writing: a close-after-write always
@@ -332,6 +347,8 @@ class Engine:
                 if dst is None:
                     self._on_dir_deleted(target)
             else:
+                if dst is None:
+                    self._note_vanished(target, now)
                 self.coalescer.touch(target, now, None if dst is None else False)
             return
         if is_dir:
@@ -345,6 +362,9 @@ class Engine:
             try:
                 st = os.lstat(local_path(self.root, dst))
             except OSError:
+                # Renamed again already (a chain faster than the settle period): where it ends
+                # up is found later, and paired with it by its generation.
+                self._note_vanished(src, now)
                 self.coalescer.touch(dst, now)
                 self.coalescer.touch(src, now)
                 return
@@ -352,6 +372,7 @@ class Engine:
             self._pending_actions.append((dst, PathMoved(source=self.source, src=src, dst=dst, generation=_gen(gen))))
             self._flush(moves=[(src, dst, False)])
             self.index[dst] = self.index.pop(src)
+            self._inodes[self.index[dst][2]] = dst
             if was_pending or self.index[dst] != gen:
                 self.coalescer.touch(dst, now)  # it changed since it was last published
         else:
@@ -372,7 +393,9 @@ class Engine:
             self._pending_actions.append((dst, PathMoved(source=self.source, src=src, dst=dst, is_dir=True)))
             self._flush(moves=[(src, dst, True)])
             for path in [p for p in self.index if p.startswith(prefix)]:
-                self.index[dst + path[len(src) :]] = self.index.pop(path)
+                new = dst + path[len(src) :]
+                self.index[new] = self.index.pop(path)
+                self._inodes[self.index[new][2]] = new
         # Files whose action had not gone out yet never reached the remote, so the folder's move
         # there cannot carry them: each is published again under its new path.
         for path in unsent:
@@ -440,6 +463,9 @@ class Engine:
         try:
             st = os.lstat(full)
         except FileNotFoundError:
+            if self._vanished.should_wait(rel, now, self._listings > 0):
+                self.coalescer.postpone(rel, now + 0.05)  # its new path may be on its way
+                return
             self.coalescer.forget(rel)
             self._deleted(rel)
             return
@@ -479,6 +505,9 @@ class Engine:
             return
         self.coalescer.forget(rel)
         gen = gen_of(st)
+        self._vanished.forget(rel)
+        if rel not in self.index and self._moved_here(rel, gen):
+            return
         if self.index.get(rel) == gen:
             if entry.modified:
                 # Written, yet size, mtime and inode are what was last sent: the remote would
@@ -493,6 +522,7 @@ class Engine:
         """Queue the action for a file found changed (``rel`` is a validated path). ``rewritten``:
         its content changed under an unchanged generation, so the action is forced."""
         self.index[rel] = gen
+        self._inodes[gen[2]] = rel
         if self._reported:
             self._forget_report(rel)
         self._pending_actions.append((rel, encode_changed(self.source, rel, *gen, force=rewritten)))
@@ -506,7 +536,38 @@ class Engine:
         """Does the index still hold ``gen`` for ``rel``? (Read from the pump's thread: one dict get.)"""
         return self.index.get(rel) == gen
 
+    def _note_vanished(self, rel: str, now: float) -> None:
+        if rel in self.index:
+            self._vanished.note(rel, now)
+
+    def _moved_here(self, dst: str, gen: GenTuple) -> bool:
+        """Publish ``dst``, a path the index does not hold, as a move if it is a file the index
+        holds under another path that is gone from the disk: same size, mtime and inode, which a
+        rename keeps (see :mod:`skynet.watcher.vanished`). A copy or a second hard link, whose
+        first path is still there, is a new file."""
+        src = self._inodes.get(gen[2])
+        if src is None or src == dst or self.index.get(src) != gen:
+            return False
+        try:
+            os.lstat(local_path(self.root, src))
+            return False
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return False
+        self._vanished.forget(src)
+        self.coalescer.forget(src)
+        log.debug("%r is %r moved (paired by generation)", dst, src)
+        self._pending_actions.append((dst, PathMoved(source=self.source, src=src, dst=dst, generation=_gen(gen))))
+        self._pending_index_moves.append((src, dst, False))  # stored with the action, in one flush
+        self.index[dst] = self.index.pop(src)
+        self._inodes[gen[2]] = dst
+        if self._reported:
+            self._forget_report(dst)
+        return True
+
     def _deleted(self, rel: str) -> None:
+        self._vanished.forget(rel)
         if rel not in self.index:
             return
         if not self._deletes_allowed(1, rel):
@@ -517,7 +578,7 @@ class Engine:
             self._pending_actions.append((rel, PathChanged(source=self.source, path=rel)))
 
     def _flush(self, moves: Iterable[tuple[str, str, bool]] = ()) -> None:
-        moves = list(moves)
+        moves, self._pending_index_moves = [*self._pending_index_moves, *moves], []
         if not (self._pending_actions or self._pending_index_set or self._pending_index_drop or moves):
             return
         actions, self._pending_actions = self._pending_actions, []
@@ -639,6 +700,7 @@ class Engine:
             return
         if req.under == "":
             self._scanning = True
+        self._listings += 1
         thread = threading.Thread(target=self._scan_thread, args=(req,), name="scan", daemon=True)
         thread.start()
 
@@ -686,7 +748,7 @@ class Engine:
         # Untouched for this long, a file needs no second look. (Younger files go through the
         # gate, which also asks whether someone still has them open for writing.)
         quiet_since = time.time_ns() - max(self.settings.settle_ms * 1_000_000, QUIET_ENOUGH_NS)
-        index, pending = self.index, self.coalescer
+        index, pending, inodes = self.index, self.coalescer, self._inodes
         known = index.get
         fresh: list[Found] = []
         for rel, gen in found:  # a restart compares 200,000 files here: kept lean
@@ -698,7 +760,10 @@ class Engine:
             if gen[1] > quiet_since or self.polling:
                 pending.touch(rel, now)
             elif old is None:  # never published: straight from memory, no outbox row
+                if gen[2] in inodes and self._moved_here(rel, gen):
+                    continue
                 index[rel] = gen
+                inodes[gen[2]] = rel
                 fresh.append((rel, gen))
             else:
                 self._changed(rel, gen)
@@ -717,6 +782,7 @@ class Engine:
         self._verified += 1
 
     def _on_scan_done(self, done: ScanDone) -> None:
+        self._listings = max(0, self._listings - 1)
         if done.under == "":
             self._scanning = False
         prefix = done.under + "/" if done.under else ""
