@@ -25,6 +25,7 @@ from skynet.common.paths import local_path, rel_path_from_fs
 from skynet.watcher.coalescer import Coalescer
 from skynet.watcher.discovered import Discovered
 from skynet.watcher.filters import IgnoreRules
+from skynet.watcher.index import Index
 from skynet.watcher.observer import RawEvent
 from skynet.watcher.scanner import Found, GenTuple, gen_of, walk
 from skynet.watcher.settings import WatcherSettings
@@ -82,10 +83,6 @@ class Release:
     pass
 
 
-def inodes_of(index: dict[str, GenTuple]) -> dict[int, str]:
-    return {gen[2]: rel for rel, gen in index.items()}
-
-
 def _gen(t: GenTuple) -> Generation:
     return Generation(size=t[0], mtime_ns=t[1], inode=t[2])
 
@@ -111,10 +108,7 @@ class Engine:
         self.queue: queue.Queue[object] = queue.Queue()
         self.coalescer = Coalescer(settings.settle_ms / 1000.0, settings.max_open_wait_s)
         self.polling = settings.observer == "polling"
-        self.index: dict[str, GenTuple] = self._stored_index()
-        # inode → the path the index last gave it, to recognise a file moved where inotify could
-        # not see it go (entries of deleted paths linger; each use checks the index).
-        self._inodes: dict[int, str] = inodes_of(self.index)
+        self.index = self._stored_index()
         # Files a scan found that the index never held: published from memory (see discovered.py).
         self.discovered = Discovered(self.is_current)
         self._stop = threading.Event()
@@ -226,9 +220,9 @@ class Engine:
             self.request_scan(VERIFY, full=True)
         return next_rescan, next_verify
 
-    def _stored_index(self) -> dict[str, GenTuple]:
+    def _stored_index(self) -> Index:
         """The index as SQLite holds it: what the engine starts from, and falls back on."""
-        return {p: (size, mtime, ino) for p, size, mtime, ino in self.store.index_tuples()}
+        return Index({p: (size, mtime, ino) for p, size, mtime, ino in self.store.index_tuples()})
 
     def _state_lost(self, exc: StateUnavailable) -> None:
         """The state could not be written: what memory holds beyond it is given up.
@@ -251,7 +245,6 @@ class Engine:
         self._pending_index_drop.clear()
         self._pending_index_moves.clear()
         self.index = self._stored_index()
-        self._inodes = inodes_of(self.index)
         self._state_rescan_at = now + self._state_wait
         self._state_wait = min(self._state_wait * 2, STATE_RETRY_S[1])
 
@@ -371,9 +364,8 @@ class Engine:
             gen = gen_of(st)
             self._pending_actions.append((dst, PathMoved(source=self.source, src=src, dst=dst, generation=_gen(gen))))
             self._flush(moves=[(src, dst, False)])
-            self.index[dst] = self.index.pop(src)
-            self._inodes[self.index[dst][2]] = dst
-            if was_pending or self.index[dst] != gen:
+            last_sent = self.index.move(src, dst)
+            if was_pending or last_sent != gen:
                 self.coalescer.touch(dst, now)  # it changed since it was last published
         else:
             self.coalescer.touch(dst, now)
@@ -387,15 +379,10 @@ class Engine:
     def _on_dir_moved(self, src: str, dst: str, now: float) -> None:
         moved_pending = self.coalescer.take_under(src)
         unsent = self.store.drop_pending_under(src) + [p for p, _gen in self.discovered.take_under(src)]
-        prefix = src + "/"
-        had_files = any(p.startswith(prefix) for p in self.index)
-        if had_files:
+        if self.index.has_under(src):
             self._pending_actions.append((dst, PathMoved(source=self.source, src=src, dst=dst, is_dir=True)))
             self._flush(moves=[(src, dst, True)])
-            for path in [p for p in self.index if p.startswith(prefix)]:
-                new = dst + path[len(src) :]
-                self.index[new] = self.index.pop(path)
-                self._inodes[self.index[new][2]] = new
+            self.index.move_under(src, dst)
         # Files whose action had not gone out yet never reached the remote, so the folder's move
         # there cannot carry them: each is published again under its new path.
         for path in unsent:
@@ -413,16 +400,14 @@ class Engine:
     def _on_dir_deleted(self, rel: str) -> None:
         self.coalescer.take_under(rel)
         self.coalescer.forget(rel)
-        prefix = rel + "/"
-        gone = [p for p in self.index if p.startswith(prefix)]
+        gone = self.index.under(rel)
         if not gone:
             return
         if not self._deletes_allowed(len(gone), rel):
             return
         self.store.drop_pending_under(rel)
         self.discovered.take_under(rel)
-        for p in gone:
-            del self.index[p]
+        self.index.drop_under(rel)
         actions: list[tuple[str, Action]] = []
         if self.mirror:
             actions.append((rel, PathChanged(source=self.source, path=rel, is_dir=True)))
@@ -521,8 +506,7 @@ class Engine:
     def _changed(self, rel: str, gen: GenTuple, rewritten: bool = False) -> None:
         """Queue the action for a file found changed (``rel`` is a validated path). ``rewritten``:
         its content changed under an unchanged generation, so the action is forced."""
-        self.index[rel] = gen
-        self._inodes[gen[2]] = rel
+        self.index.set(rel, gen)
         if self._reported:
             self._forget_report(rel)
         self._pending_actions.append((rel, encode_changed(self.source, rel, *gen, force=rewritten)))
@@ -545,14 +529,14 @@ class Engine:
         holds under another path that is gone from the disk: same size, mtime and inode, which a
         rename keeps (see :mod:`skynet.watcher.vanished`). A copy or a second hard link, whose
         first path is still there, is a new file."""
-        src = self._inodes.get(gen[2])
-        if src is None or src == dst or self.index.get(src) != gen:
+        src = self.index.path_of(gen)
+        if src is None or src == dst:
             return False
         try:
             os.lstat(local_path(self.root, src))
             return False
-        except FileNotFoundError:
-            pass
+        except (FileNotFoundError, NotADirectoryError):
+            pass  # gone, or its folder replaced by a file
         except OSError:
             return False
         self._vanished.forget(src)
@@ -560,8 +544,7 @@ class Engine:
         log.debug("%r is %r moved (paired by generation)", dst, src)
         self._pending_actions.append((dst, PathMoved(source=self.source, src=src, dst=dst, generation=_gen(gen))))
         self._pending_index_moves.append((src, dst, False))  # stored with the action, in one flush
-        self.index[dst] = self.index.pop(src)
-        self._inodes[gen[2]] = dst
+        self.index.move(src, dst)
         if self._reported:
             self._forget_report(dst)
         return True
@@ -572,7 +555,7 @@ class Engine:
             return
         if not self._deletes_allowed(1, rel):
             return
-        del self.index[rel]
+        self.index.drop(rel)
         self._pending_index_drop.append(rel)
         if self.mirror:
             self._pending_actions.append((rel, PathChanged(source=self.source, path=rel)))
@@ -653,7 +636,7 @@ class Engine:
             return True
         self._held_paths.add(rel)
         if self.mirror:
-            is_dir = count > 1 or any(p.startswith(rel + "/") for p in self.index)
+            is_dir = count > 1 or self.index.has_under(rel)
             # force: published only when an admin releases it, so the uploaders apply it even
             # though their own check still sees a replaced root.
             action = PathChanged(source=self.source, path=rel, is_dir=is_dir, force=True)
@@ -666,11 +649,10 @@ class Engine:
         released = self.store.release_held()
         for path, action in released:
             if isinstance(action, PathChanged) and action.is_dir:
-                for p in [p for p in self.index if p.startswith(path + "/")]:
-                    del self.index[p]
+                self.index.drop_under(path)
                 self.store.record(index_drop_under=[path])
             else:
-                self.index.pop(path, None)
+                self.index.drop(path)
                 self.store.record(index_drop=[path])
         self._delete_times.clear()
         self._held_reported.clear()
@@ -748,8 +730,8 @@ class Engine:
         # Untouched for this long, a file needs no second look. (Younger files go through the
         # gate, which also asks whether someone still has them open for writing.)
         quiet_since = time.time_ns() - max(self.settings.settle_ms * 1_000_000, QUIET_ENOUGH_NS)
-        index, pending, inodes = self.index, self.coalescer, self._inodes
-        known = index.get
+        index, pending = self.index, self.coalescer
+        known, put, moved_from = index.get, index.set, index.path_of
         fresh: list[Found] = []
         for rel, gen in found:  # a restart compares 200,000 files here: kept lean
             old = known(rel)
@@ -760,10 +742,9 @@ class Engine:
             if gen[1] > quiet_since or self.polling:
                 pending.touch(rel, now)
             elif old is None:  # never published: straight from memory, no outbox row
-                if gen[2] in inodes and self._moved_here(rel, gen):
+                if moved_from(gen) is not None and self._moved_here(rel, gen):
                     continue
-                index[rel] = gen
-                inodes[gen[2]] = rel
+                put(rel, gen)
                 fresh.append((rel, gen))
             else:
                 self._changed(rel, gen)
