@@ -55,12 +55,12 @@ class RemoteGuard:
         threading.Thread(target=self._wait_for_remote, args=(exc,), name="remote-probe", daemon=True).start()
 
     def _wait_for_remote(self, exc: RemoteUnavailable) -> None:
-        if isinstance(exc, RemoteAccessDenied):
+        denied = isinstance(exc, RemoteAccessDenied)
+        if denied:
             log.error("the target refuses this uploader (%s): paused, no file is failed for it; %s", exc.reason, FIX)
         else:
             log.warning("remote unavailable (%s): paused, probing", exc.reason)
         delays = backoff_delays(1.0, 30.0)
-        denied = isinstance(exc, RemoteAccessDenied)
         while True:
             time.sleep(next(delays))
             try:

@@ -236,6 +236,8 @@ class Reconciler:
         the one this uploader guards.
         """
         backend = self.backend()
+        # Forced with a generation: the watcher saw the bytes change under an unchanged generation.
+        rewritten = force and hinted
         for _chase in range(MAX_CHASES):
             local = self.folder.generation(path)
             blind = local is not None and (force or (hinted and local.size <= BLIND_UPLOAD_MAX))
@@ -283,8 +285,9 @@ class Reconciler:
                     f"{path!r} is {local.size} bytes: over the target's limit of {self.max_file_size} bytes"
                     " (SKYNET_MAX_FILE_SIZE)"
                 )
-            if force and hinted:
+            if rewritten:
                 # A partial of this generation would hold bytes of the content it replaced.
+                rewritten = False
                 with self._path_lock(path):
                     backend.cleanup(path)
             if self._upload(backend, path, local, action_id):
