@@ -194,13 +194,13 @@ def queue_depths(
                 return None
 
         for src in every_source:
-            for name in source_queues(src)[:-1]:
-                depths[name] = depth(name)
-            for step in range(DEFAULT_RETRY_STEPS, MAX_RETRY_STEPS):
-                more = depth(retry_queue(src, step))
-                if more is None:
-                    break
-                depths[retry_queue(src, step)] = more
+            depths[actions_queue(src)] = depth(actions_queue(src))
+            for step in range(MAX_RETRY_STEPS):
+                name = retry_queue(src, step)
+                ready = depth(name)
+                if ready is None and step >= DEFAULT_RETRY_STEPS:
+                    break  # past the default steps, the first missing one ends the ladder
+                depths[name] = ready
             depths[dead_queue(src)] = depth(dead_queue(src))
         for name in wanted:
             depths[name] = depth(name)
