@@ -24,6 +24,7 @@ from skynet.common.errors import (
     RemoteConflict,
     RemoteRefused,
     RemoteUnavailable,
+    TransientError,
 )
 from skynet.common.messages import Generation
 from skynet.uploader.storage.base import Backend, UploadResult
@@ -429,6 +430,37 @@ def test_an_interrupted_small_upload_leaves_nothing_once_the_next_one_is_done(
     backend.upload("small.bin", str(local), new, lambda n: None)
 
     assert remote.read("small.bin") == data
+    assert remote.leftovers() == []
+
+
+def test_an_upload_whose_partial_another_uploader_discards_is_tried_again_not_refused(
+    remote: Remote, tmp_path: Path
+) -> None:
+    """Two replicas on one path: one discards the partials of the path (a forced re-upload, a
+    vanished file) while the other is sending it; on SFTP that also removes the emptied folder.
+    An upload that lost its partial may fail, but only as transient, so that it goes round the
+    retry ladder instead of into the dead-letter queue; the next try delivers the file."""
+    local = tmp_path / "race.bin"
+    data = os.urandom(BIG)
+    gen = write(local, data)
+    sender, other = remote.open(), remote.open()
+    discarded = []
+
+    def discard_half_way(done: int) -> None:
+        if done >= BIG // 2 and not discarded:
+            discarded.append(done)
+            other.cleanup("race/sub/race.bin")
+
+    try:
+        try:
+            sender.upload("race/sub/race.bin", str(local), gen, discard_half_way)
+        except TransientError:
+            sender.upload("race/sub/race.bin", str(local), gen, lambda n: None)
+        assert discarded
+    finally:
+        sender.close()
+        other.close()
+    assert remote.read("race/sub/race.bin") == data
     assert remote.leftovers() == []
 
 

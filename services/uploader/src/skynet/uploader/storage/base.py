@@ -19,6 +19,7 @@ import abc
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from skynet.common.errors import TransientError
 from skynet.common.messages import Generation
 
 ProgressFn = Callable[[int], None]
@@ -52,6 +53,15 @@ def guard_progress(progress: ProgressFn) -> ProgressFn:
             raise CallbackError(exc) from exc
 
     return call
+
+
+def removed_meanwhile(remote: str) -> TransientError:
+    """An upload's partial or folder vanished under it: the folder was removed as emptied, or
+    another uploader discarded the partial. Tried again (the folders are made again then)."""
+    return TransientError(
+        f"upload {remote}: its folder or partial was removed while it was sent (a concurrent delete"
+        " or cleanup); will try again"
+    )
 
 
 @dataclass(frozen=True)

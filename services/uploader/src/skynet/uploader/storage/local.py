@@ -48,6 +48,7 @@ from skynet.uploader.storage.base import (
     RemoteEntry,
     UploadResult,
     guard_progress,
+    removed_meanwhile,
 )
 from skynet.uploader.storage.config import BackendSettings
 
@@ -149,6 +150,8 @@ class LocalBackend(Backend):
                 raise exc.original from None
             except LocalFileError:
                 raise
+            except FileNotFoundError as exc:  # also after FOLDER_RACE_TRIES: tried again later
+                raise removed_meanwhile(full) from exc
             except OSError as exc:
                 raise classify(exc, f"upload {full}") from exc
         finally:

@@ -112,6 +112,7 @@ from skynet.uploader.storage.base import (
     RemoteEntry,
     UploadResult,
     guard_progress,
+    removed_meanwhile,
 )
 from skynet.uploader.storage.config import BackendSettings
 
@@ -399,10 +400,16 @@ class SftpBackend(Backend):
             if isinstance(exc, RemoteUnavailable):
                 self.close()  # the next call reconnects (every stream)
                 raise
+            if isinstance(exc.__cause__, FileNotFoundError):
+                self._dirs.clear()
+                raise removed_meanwhile(remote) from exc
             full = self._full(exc, exc.__cause__, folder, generation.size)
             if full is None:
                 raise
             raise full from exc
+        except FileNotFoundError as exc:
+            self._dirs.clear()
+            raise removed_meanwhile(remote) from exc
         except Exception as exc:
             err = self._fail(exc, f"upload {remote}")
             raise (self._full(err, exc, folder, generation.size) or err) from exc
