@@ -189,21 +189,23 @@ def test_a_file_edited_in_place_with_its_size_and_mtime_kept_arrives_with_its_ne
 
 
 def test_moves_inotify_cannot_pair_are_still_moves_on_the_remote(stack: Stack, tap: EventTap) -> None:
-    """Three renames whose two halves inotify does not give together: a file moved into a folder
-    made a moment before (the new folder is not watched yet), a chain of renames faster than the
-    settle period, and a rename made while the watcher was stopped. Each must be a move on the
+    """Renames whose two halves inotify does not give together: a file and a folder moved into a
+    folder made a moment before (the new folder is not watched yet), a chain of renames faster
+    than the settle period, and a rename made while the watcher was stopped. Each must be a move on the
     remote (the bytes are not sent again), with nothing left under the old names."""
     watcher = stack.start("watcher", SKYNET_SETTLE_MS="50")
     stack.start("uploader", "uploader-a")
     stack.start("uploader", "uploader-b")
     w = stack.watch
-    for name in ("big.bin", "chain-a.bin", "offline.bin"):
+    for name in ("big.bin", "chain-a.bin", "offline.bin", *(f"shoot/{i}.raw" for i in range(5))):
         write(w / name, os.urandom(4 * 1024 * 1024))
     stack.wait_mirror(60)
     time.sleep(1)
     mark = tap.mark()
     (w / "archive").mkdir()
     os.rename(w / "big.bin", w / "archive" / "big.bin")
+    (w / "2026").mkdir()
+    os.rename(w / "shoot", w / "2026" / "shoot")  # a whole folder, into a new folder too
     os.rename(w / "chain-a.bin", w / "chain-b.bin")
     os.rename(w / "chain-b.bin", w / "chain-c.bin")
     os.rename(w / "chain-c.bin", w / "chain-d.bin")
@@ -212,6 +214,7 @@ def test_moves_inotify_cannot_pair_are_still_moves_on_the_remote(stack: Stack, t
     assert tap.bytes_sent_since(mark) == 0, [(e["path"], e.get("bytes_done")) for e in tap.of("done")]
     moved = {(e.get("src"), e["path"]) for e in tap.since(mark, lambda e: e.get("state") == "moved")}
     assert {("big.bin", "archive/big.bin"), ("chain-a.bin", "chain-d.bin")} <= moved, moved
+    assert {("shoot", "2026/shoot")} <= moved or {(f"shoot/{i}.raw", f"2026/shoot/{i}.raw") for i in range(5)} <= moved
 
     watcher.kill(signal.SIGTERM)
     os.rename(w / "offline.bin", w / "archive" / "offline.bin")

@@ -137,6 +137,7 @@ class Engine:
         self.starting_scan = threading.Event()
         self._recent_dir_moves: deque[tuple[float, str, str]] = deque()
         self._vanished = Vanished()  # files gone without inotify saying where to: their deletes wait
+        self._vanished_dirs = Vanished()  # the same for folders
         self._listings = 0  # folder scans under way (their files may be vanished ones, moved)
         self._pending_actions: list[tuple[str, Pending]] = []
         self._pending_index_set: list[tuple[str, int, int, int]] = []
@@ -185,6 +186,8 @@ class Engine:
             announce_at = self._unannounced[0][0] + WAITING_AFTER_S
             deadline = announce_at if deadline is None else min(deadline, announce_at)
         timeout = 0.5 if deadline is None else min(0.5, max(0.0, deadline - now))
+        if self._vanished_dirs:
+            timeout = min(timeout, 0.05)
         try:
             item = self.queue.get(timeout=timeout)
             self._handle(item)
@@ -194,6 +197,8 @@ class Engine:
         except queue.Empty:
             pass
         now = self.clock()
+        if self._vanished_dirs:
+            self._settle_gone_dirs(now)
         due = self.coalescer.due(now)
         if due:
             held = self._hold_open_files(due, now)
@@ -289,7 +294,7 @@ class Engine:
         if rel is None:
             return
         if kind == "dir_deleted":
-            self._on_dir_deleted(rel)
+            self._dir_gone(rel, now)
         elif kind == "dir_created":
             # Files may have appeared before the new folder was watched: look inside.
             self.request_scan("new folder", rel)
@@ -338,7 +343,7 @@ class Engine:
             if is_dir:
                 self.request_scan("folder moved in" if dst else "folder moved out", target)
                 if dst is None:
-                    self._on_dir_deleted(target)
+                    self._dir_gone(target, now)
             else:
                 if dst is None:
                     self._note_vanished(target, now)
@@ -397,9 +402,29 @@ class Engine:
         # Anything in the moved folder that the index did not know about is found by a scan.
         self.request_scan("folder moved", dst)
 
-    def _on_dir_deleted(self, rel: str) -> None:
+    def _dir_gone(self, rel: str, now: float) -> None:
+        """A folder went, maybe into a folder not watched yet: its files' deletes wait a moment
+        (:mod:`skynet.watcher.vanished`); the events on them in the meantime are dropped."""
         self.coalescer.take_under(rel)
         self.coalescer.forget(rel)
+        self._vanished_dirs.note(rel, now)
+
+    def _settle_gone_dirs(self, now: float) -> None:
+        for rel in self._vanished_dirs.paths():
+            if self._vanished_dirs.should_wait(rel, now, self._listings > 0):
+                continue
+            try:
+                back = stat.S_ISDIR(os.lstat(local_path(self.root, rel)).st_mode)
+            except OSError:
+                back = False
+            if back:  # a folder of that name again: compare it with the index
+                self.request_scan("folder back", rel)
+                continue
+            self._on_dir_deleted(rel)  # (a file of that name now has events of its own)
+
+    def _on_dir_deleted(self, rel: str) -> None:
+        # Not rel itself: a file of that name may have been made since the folder went.
+        self.coalescer.take_under(rel)
         gone = self.index.under(rel)
         if not gone:
             return
