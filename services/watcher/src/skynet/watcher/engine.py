@@ -13,6 +13,7 @@ import logging
 import os
 import queue
 import stat
+import sys
 import threading
 import time
 from collections import deque
@@ -49,6 +50,25 @@ MAX_REMEMBERED_REPORTS = 10_000  # refused or skipped paths remembered so that e
 STATE_RETRY_S = (1.0, 15.0)  # first and longest wait before a rescan after the state could not be written
 WATCH_LIMIT_CHECK_S = 5.0  # how often the inotify watch limit is probed (three system calls)
 STATE_REPORT_EVERY_S = 30.0  # at most one error line per this while the state cannot be written
+
+
+CLOCK_REALTIME_COARSE = 5  # <linux/time.h>; the clock file timestamps are taken from
+
+
+def _timestamp_tick_ns() -> int:
+    """How coarse the kernel's file timestamps are (Linux: one jiffy, 1-10 ms; 0 if unknown)."""
+    if not sys.platform.startswith("linux"):
+        return 0
+    try:
+        return min(round(time.clock_getres(CLOCK_REALTIME_COARSE) * 1e9), 20_000_000)
+    except OSError:
+        return 0
+
+
+# A file is published only once its mtime's clock tick is over, even with a shorter settle
+# period: a second write of the same size within that tick would keep size, mtime and ctime, and
+# could not be told from the version already sent.
+TIMESTAMP_TICK_NS = _timestamp_tick_ns()
 
 
 @dataclass(frozen=True)
@@ -501,7 +521,7 @@ class Engine:
             self.coalescer.forget(rel)
             self._skip(rel, "not a regular file (FIFO, socket or device): never opened")
             return
-        settle_ns = self.settings.settle_ms * 1_000_000
+        settle_ns = max(self.settings.settle_ms * 1_000_000, TIMESTAMP_TICK_NS)
         age_ns = time.time_ns() - st.st_mtime_ns
         snapshot = (st.st_size, st.st_mtime_ns)
         if self.polling or age_ns < -2_000_000_000:
@@ -519,9 +539,12 @@ class Engine:
         if rel not in self.index and self._moved_here(rel, gen):
             return
         if self.index.get(rel) == gen:
-            if entry.modified:
+            if entry.modified and st.st_ctime_ns > st.st_mtime_ns:
                 # Written, yet size, mtime and inode are what was last sent: the remote would
-                # take it for the version it holds. Sent forced, so it is uploaded again.
+                # take it for the version it holds. Sent forced, so it is uploaded again. Only
+                # if the mtime was set back since (which moves the ctime on): a write sets both
+                # to one time, so a write heard after its file was published (events can lag
+                # a scan) leaves them equal, and sending that again would be a second upload.
                 self._changed(rel, gen, rewritten=True)
             elif entry.recheck:
                 self._changed(rel, gen)
