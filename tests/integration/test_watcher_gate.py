@@ -210,8 +210,13 @@ def test_a_full_rescan_sends_every_file_the_index_holds_for_a_check_and_a_plain_
         assert [a["path"] for a in plain] == ["d2/old-007.dat"], "a plain rescan sends what changed, nothing else"
 
         request_rescan(amqp_url, "default", full=True)
-        wait_for(lambda: _depth(amqp_url) == 300, 30, what="an action for each file")
+        wait_for(lambda: _depth(amqp_url) == 301, 30, what="an action for each file, and the prune")
         full = drain_actions(amqp_url)
+        # In mirror mode (the stack's), the uploaders are also asked to delete what the remote
+        # holds beyond the folder, unless more than SKYNET_DELETE_THRESHOLD (1000) files.
+        prunes = [a for a in full if a["type"] == "action.prune.v1"]
+        assert [a["limit"] for a in prunes] == [1000]
+        full = [a for a in full if a["type"] != "action.prune.v1"]
         assert sorted(str(a["path"]) for a in full) == sorted(names)
         assert all(a.get("generation") is None for a in full), "a check must not be an upload sent blind"
         assert "verify: 300 files the remote should hold sent to be checked there" in watcher.text()

@@ -70,6 +70,9 @@ def test_a_root_replaced_by_an_empty_folder_deletes_nothing_until_an_admin_relea
 
     wait_for(lambda: tap.of("held"), 30, what="a held event")
     assert any("replaced" in str(e.get("reason")) for e in tap.of("held")), tap.of("held")
+    # A full rescan would have the remote's files that the folder does not hold deleted: with
+    # the root replaced, that is every one of them, so it must ask for none.
+    admin.request_rescan(amqp_url, "default", full=True)
     assert_nothing_deleted_for(8, remote, before, tap)  # more than two rescans of the empty folder
 
     release(amqp_url)

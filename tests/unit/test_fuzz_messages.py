@@ -19,6 +19,7 @@ from skynet.common.messages import (
     Generation,
     PathChanged,
     PathMoved,
+    PruneRemote,
     WorkerHeartbeat,
     decode_action,
     decode_event,
@@ -45,6 +46,7 @@ GOOD: list[dict[str, Any]] = [
     for m in (
         PathChanged(source="default", path="a/b.txt", generation=Generation(size=3, mtime_ns=5, inode=7)),
         PathMoved(source="default", src="a/b.txt", dst="c/d.txt", is_dir=False),
+        PruneRemote(source="default", limit=1000),
         FileEvent.make("failed", source="default", path="x/y", reason="boom", attempt=2),
         FileEvent.make("progress", source="default", path="x/y", size=10, bytes_done=4),
         WorkerHeartbeat(source="default", worker="w-1", role="uploader", active=1, capacity=4),

@@ -105,8 +105,21 @@ class PathMoved(_Message):
     _v = field_validator("src", "dst")(_check_path)
 
 
-Action = Annotated[PathChanged | PathMoved, Field(discriminator="type")]
-ACTION_TYPES = ("action.changed.v1", "action.moved.v1")
+class PruneRemote(_Message):
+    """Delete every file under the target's base that the watched folder does not hold.
+
+    Sent in ``mirror`` mode after a full scan (a verify), which checks every file the folder
+    holds; this takes care of the others: files left on the remote by deletes skynet never saw
+    (the watcher's state lost, changes made behind its back). ``limit``: with more such files
+    than this, none is deleted, and they are reported held (the delete safety rule).
+    """
+
+    type: Literal["action.prune.v1"] = "action.prune.v1"
+    limit: int = Field(ge=0)
+
+
+Action = Annotated[PathChanged | PathMoved | PruneRemote, Field(discriminator="type")]
+ACTION_TYPES = ("action.changed.v1", "action.moved.v1", "action.prune.v1")
 
 # ---------------------------------------------------------------- events (→ notifier)
 
@@ -186,7 +199,7 @@ class WorkerHeartbeat(_Message):
 
 Event = FileEvent | WorkerHeartbeat
 
-_action_adapter: TypeAdapter[PathChanged | PathMoved] = TypeAdapter(Action)
+_action_adapter: TypeAdapter[PathChanged | PathMoved | PruneRemote] = TypeAdapter(Action)
 
 
 def encode(message: BaseModel) -> bytes:
@@ -236,7 +249,7 @@ def _short(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def decode_action(body: bytes) -> PathChanged | PathMoved:
+def decode_action(body: bytes) -> PathChanged | PathMoved | PruneRemote:
     """Decode an action, or raise :class:`InvalidMessage` with a readable reason."""
     data = _load(body)
     kind = data.get("type")

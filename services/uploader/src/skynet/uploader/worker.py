@@ -18,6 +18,7 @@ import tenacity
 from skynet.common.broker import ACK, Delivery, Outcome
 from skynet.common.errors import (
     InvalidMessage,
+    InvalidPath,
     LocalFileError,
     PermanentError,
     RemoteRefused,
@@ -25,7 +26,15 @@ from skynet.common.errors import (
     SkynetError,
     TransientError,
 )
-from skynet.common.messages import FileEvent, FileState, Generation, PathChanged, PathMoved, decode_action
+from skynet.common.messages import (
+    FileEvent,
+    FileState,
+    Generation,
+    PathChanged,
+    PathMoved,
+    PruneRemote,
+    decode_action,
+)
 from skynet.uploader.localfs import LocalFolder
 from skynet.uploader.reconcile import Decision, can_move, decide
 from skynet.uploader.storage.base import Backend
@@ -158,7 +167,7 @@ class Reconciler:
             reason = f"message for source {action.source!r} reached the uploader of {self.source!r}"
             self.event("dead", getattr(action, "path", getattr(action, "dst", "")), reason=reason)
             return Outcome("dead", reason)
-        path = action.dst if isinstance(action, PathMoved) else action.path
+        path = action.dst if isinstance(action, PathMoved) else "" if isinstance(action, PruneRemote) else action.path
         self.counters.add(active=1)
         try:
             # The first rung of the retry ladder: a couple of quick in-process retries with
@@ -201,9 +210,11 @@ class Reconciler:
         finally:
             self.counters.add(active=-1)
 
-    def _dispatch(self, action: PathChanged | PathMoved) -> None:
+    def _dispatch(self, action: PathChanged | PathMoved | PruneRemote) -> None:
         if isinstance(action, PathMoved):
             self._moved(action)
+        elif isinstance(action, PruneRemote):
+            self._prune(action)
         elif action.is_dir:
             self._tree(action.path, action.id, confirmed=action.force)
         else:
@@ -376,13 +387,50 @@ class Reconciler:
 
     def _tree(self, folder: str, action_id: str, confirmed: bool = False) -> None:
         """Reconcile every remote file below ``folder`` with the local folder."""
-        backend = self.backend()
-        failures: list[str] = []
-        for entry in list(backend.list(folder)):
-            try:
-                self._file(entry.path, action_id=action_id, confirmed=confirmed)
-            except (PermanentError, LocalFileError) as exc:
-                failures.append(f"{entry.path}: {exc.reason}")
-                self.event("failed", entry.path, reason=exc.reason)
+        paths = [entry.path for entry in self.backend().list(folder)]
+        failures = self._reconcile_each(paths, action_id, confirmed)
         if failures:
-            log.warning("folder %r reconciled with %d failures", folder, len(failures))
+            log.warning("folder %r reconciled with %d failures", folder, failures)
+
+    def _reconcile_each(self, paths: list[str], action_id: str, confirmed: bool = False) -> int:
+        """Reconcile each of ``paths``; a file that cannot be is reported and the rest go on.
+        Returns how many could not."""
+        failures = 0
+        for path in paths:
+            try:
+                self._file(path, action_id=action_id, confirmed=confirmed)
+            except (PermanentError, LocalFileError) as exc:
+                failures += 1
+                self.event("failed", path, reason=exc.reason)
+        return failures
+
+    def _prune(self, action: PruneRemote) -> None:
+        """Delete the remote files the watched folder does not hold (see :class:`PruneRemote`)."""
+        if not self.mirror:
+            log.info("remote files the watched folder does not hold are kept (delete mode keep)")
+            return
+        if not self.folder.root_ok():
+            raise TransientError("watched folder is gone or replaced: pruning the remote postponed")
+        extras = [entry.path for entry in self.backend().list() if not self._held_locally(entry.path)]
+        if len(extras) > action.limit:
+            reason = (
+                f"{len(extras)} files on the remote that the watched folder does not hold: more than"
+                f" {action.limit} (SKYNET_DELETE_THRESHOLD), so none is deleted"
+            )
+            log.warning("prune held: %s", reason)
+            self.event("held", "", reason=reason)
+            return
+        failures = self._reconcile_each(extras, action.id)
+        log.info(
+            "prune: %d remote files the watched folder does not hold reconciled (deleted unless back), %d failed",
+            len(extras) - failures,
+            failures,
+        )
+
+    def _held_locally(self, path: str) -> bool:
+        """Is there a file at ``path`` in the watched folder? A path that cannot be looked at
+        (unreadable, not a regular file, a name the folder cannot hold) counts as yes: kept."""
+        try:
+            return self.folder.generation(path) is not None
+        except (LocalFileError, InvalidPath):
+            return True

@@ -21,7 +21,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from skynet.common.errors import InvalidPath
-from skynet.common.messages import FileEvent, FileState, Generation, PathChanged, PathMoved, encode_changed
+from skynet.common.messages import (
+    FileEvent,
+    FileState,
+    Generation,
+    PathChanged,
+    PathMoved,
+    PruneRemote,
+    encode_changed,
+)
 from skynet.common.paths import local_path, rel_path_from_fs
 from skynet.watcher.coalescer import Coalescer
 from skynet.watcher.discovered import Discovered
@@ -46,6 +54,7 @@ WAITING_AFTER_S = 0.05
 SCAN_BATCH = 5000  # files a scan hands the gate at a time
 START_UP = "start-up"  # the reason given to the scan a watcher starts with
 VERIFY = "verify"  # the reason given to a full scan (every file checked against the remote)
+PRUNE_KEY = ""  # the outbox key of a PruneRemote (no path is empty)
 MAX_REMEMBERED_REPORTS = 10_000  # refused or skipped paths remembered so that each is reported once
 STATE_RETRY_S = (1.0, 15.0)  # first and longest wait before a rescan after the state could not be written
 WATCH_LIMIT_CHECK_S = 5.0  # how often the inotify watch limit is probed (three system calls)
@@ -810,6 +819,19 @@ class Engine:
         self._pending_actions.append((rel, PathChanged(source=self.source, path=rel)))
         self._verified += 1
 
+    def _prune_remote(self) -> None:
+        """After a full scan in mirror mode: have the remote's files the folder does not hold
+        deleted, unless the delete safety rules hold deletes now."""
+        if not self.root_ok() or self._held_paths:
+            log.warning("verify: files on the remote that the folder does not hold are left there: deletes are held")
+            return
+        limit = self.settings.delete_threshold
+        self._pending_actions.append((PRUNE_KEY, PruneRemote(source=self.source, limit=limit)))
+        self._flush()
+        log.info(
+            "verify: the uploaders delete the files on the remote that the folder does not hold (if %d or fewer)", limit
+        )
+
     def _on_scan_done(self, done: ScanDone) -> None:
         self._listings = max(0, self._listings - 1)
         if done.under == "":
@@ -836,6 +858,8 @@ class Engine:
         if done.full:
             log.info("verify: %d files the remote should hold sent to be checked there", self._verified)
             self._verified = 0
+            if self.mirror and not done.under:
+                self._prune_remote()
         if done.reason == START_UP and not done.under:
             self.starting_scan.clear()
         if self._next_scan is not None and not done.under:

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 
 from skynet.common.broker import Outgoing, Publisher, backoff_delays
 from skynet.common.errors import BrokerUnavailable
-from skynet.common.messages import FileEvent, PathChanged, PathMoved, encode_changed, new_id
+from skynet.common.messages import FileEvent, PathChanged, PathMoved, PruneRemote, encode_changed, new_id
 from skynet.common.topology import ACTIONS_EXCHANGE
 from skynet.watcher.discovered import Discovered
 from skynet.watcher.engine import EmitFn
@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 _MOVED: str = PathMoved.model_fields["type"].default  # "action.moved.v1"
 _CHANGED: str = PathChanged.model_fields["type"].default  # "action.changed.v1"
+_PRUNE: str = PruneRemote.model_fields["type"].default  # "action.prune.v1"
 
 
 class OutboxPump:
@@ -194,6 +195,8 @@ class OutboxPump:
 
     def _queued(self, row: OutboxRow) -> None:
         f = row.fields
+        if f["type"] == _PRUNE:
+            return  # about no one file
         if f["type"] == _MOVED:
             event = FileEvent.make("queued", source=self._source, path=f["dst"], src=f["src"], action_id=f["id"])
         else:

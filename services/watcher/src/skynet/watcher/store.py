@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from skynet.common.errors import TransientError
-from skynet.common.messages import Generation, PathChanged, PathMoved, decode_action, encode
+from skynet.common.messages import Generation, PathChanged, PathMoved, PruneRemote, decode_action, encode
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (key TEXT PRIMARY KEY, seq INTEGER NOT NULL, body BLOB NOT NULL);
@@ -43,7 +43,7 @@ CREATE TABLE IF NOT EXISTS held (path TEXT PRIMARY KEY, body BLOB NOT NULL, held
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
-Action = PathChanged | PathMoved
+Action = PathChanged | PathMoved | PruneRemote
 # An action for the outbox: a model, or the bytes of a file's PathChanged already encoded by
 # ``encode_changed`` (the scan's fast path).
 Pending = Action | bytes
