@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--baseline",
         metavar="REV",
-        help="also run skynet as of git revision REV side by side (small files, latency): what a change bought",
+        help="also run skynet as of git revision REV side by side (small files, latency, scan): what a change bought",
     )
     p.add_argument("--work", type=Path, default=HERE / "work")
     for f in dataclasses.fields(QUICK):

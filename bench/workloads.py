@@ -463,6 +463,8 @@ class Bench:
                 self.res.get(wl, label, "s", higher_better=False).values.append(time.perf_counter() - t0)
             try:
                 self._watcher_scan(tree, wl)
+                if self.baseline is not None:
+                    self._watcher_scan(tree, wl, f"skynet {self.baseline[0]}", self.baseline_env())
             except Exception as exc:
                 self.res.errors.append(f"{wl}: {exc}")
                 log.exception("%s failed", wl)
@@ -474,7 +476,9 @@ class Bench:
                 self.res.errors.append(f"5b. uploader RSS {kind}: {exc}")
                 log.exception("uploader RSS %s failed", kind)
 
-    def _watcher_scan(self, tree: Path, wl: str) -> None:
+    def _watcher_scan(self, tree: Path, wl: str, who: str = "skynet", env: dict[str, str] | None = None) -> None:
+        """Time a first start and a restart; ``who``/``env``: the row label and the environment
+        of the skynet to run (the baseline's source tree, for a side-by-side run)."""
         base = self.base("scan")
         stack = Stack(
             base,
@@ -482,10 +486,10 @@ class Bench:
             NoRemote(),
             delete_mode="keep",
             source=self.env.source(),
-            extra_env={"SKYNET_WATCH_DIR": str(tree)},
+            extra_env={"SKYNET_WATCH_DIR": str(tree), **(env or {})},
         )
         try:
-            first = self._one_scan(stack, wl, "first start (every file new)", "watcher")
+            first = self._one_scan(stack, wl, who, "first start (every file new)", "watcher")
             # Restart on the same state folder once the index holds every file and the outbox is
             # empty: the scan then only compares what it finds with the index, which is what a
             # restarted watcher does.
@@ -496,11 +500,11 @@ class Bench:
                     raise RuntimeError("the index never held every file")
                 time.sleep(0.5)
             stack.stop_all()
-            self._one_scan(stack, wl, "restart (index present)", "watcher-restart")
+            self._one_scan(stack, wl, who, "restart (index present)", "watcher-restart")
         finally:
             stack.stop_all()
 
-    def _one_scan(self, stack: Stack, wl: str, case: str, name: str) -> int:
+    def _one_scan(self, stack: Stack, wl: str, who: str, case: str, name: str) -> int:
         t0 = time.perf_counter()
         proc = stack.start("watcher", name=name)
         deadline = time.monotonic() + 600
@@ -510,13 +514,13 @@ class Bench:
             time.sleep(0.05)
         wall = time.perf_counter() - t0
         hwm = vm_hwm_kib(proc.popen.pid) / 1024
-        self.res.get(wl, f"skynet watcher, {case}: scan (as logged)", "s", higher_better=False).values.append(
+        self.res.get(wl, f"{who} watcher, {case}: scan (as logged)", "s", higher_better=False).values.append(
             float(m[2])
         )
-        self.res.get(wl, f"skynet watcher, {case}: process start → scan done", "s", higher_better=False).values.append(
+        self.res.get(wl, f"{who} watcher, {case}: process start → scan done", "s", higher_better=False).values.append(
             wall
         )
-        self.res.get(wl, f"skynet watcher, {case}: peak RSS (VmHWM)", "MiB", higher_better=False).values.append(hwm)
+        self.res.get(wl, f"{who} watcher, {case}: peak RSS (VmHWM)", "MiB", higher_better=False).values.append(hwm)
         log.info("%s, %s: scan %s s (wall %.2f s), %d files, VmHWM %.0f MiB", wl, case, m[2], wall, int(m[1]), hwm)
         return int(m[1])
 
