@@ -159,6 +159,39 @@ def test_an_uploader_killed_mid_upload_is_finished_by_another_from_where_it_stop
     assert remote_bytes_in_flight(remote) == 0 and not remote.partials(), "orphaned partial/multipart left"
 
 
+def test_a_folder_and_a_file_renamed_mid_upload_arrive_under_their_new_names_and_nothing_else(
+    stack: Stack, progress_tap: EventTap, remote: RemoteView, report: FaultReport
+) -> None:
+    """A camera's dump folder renamed while its clip is still being sent, and a file renamed the
+    same way. The uploads under way belong to names that no longer exist; the moves find nothing
+    on the remote to move. Each file must still end up under its new name, with nothing under the
+    old ones and no partial left (the folder's clip never arrived before the fix)."""
+    size = 40 * MiB
+    stack.start("watcher", SKYNET_SETTLE_MS="100")
+    with _slow_link(remote) as slow_env:
+        stack.start("uploader", "uploader-a", **slow_env)
+        stack.start("uploader", "uploader-b", **slow_env)
+        (stack.watch / "shoot").mkdir()
+        write_random(stack.watch / "shoot" / "clip.bin", size)
+        write_random(stack.watch / "alone.bin", size)
+        wait_for(
+            lambda: {e["path"] for e in progress_tap.of("progress")} >= {"shoot/clip.bin", "alone.bin"},
+            60,
+            interval=0.05,
+            what="both uploads under way",
+        )
+        assert not progress_tap.of("done"), "an upload ended before the renames"
+        os.rename(stack.watch / "shoot", stack.watch / "shoot-2026")
+        os.rename(stack.watch / "alone.bin", stack.watch / "renamed.bin")
+        stack.wait_mirror(240)
+        time.sleep(3)  # an upload under an old name that ended late would show now
+        stack.wait_mirror(10)
+    assert not remote.partials(), "a partial or an open multipart upload was left"
+    assert not progress_tap.of("dead")
+    kind = "sftp" if isinstance(remote, SftpRemote) else "s3"
+    report.row(f"folder and file renamed mid {size // MiB} MiB uploads ({kind})", 2, 0, 0, 0)
+
+
 # ----------------------------------------------------------------------------- 2. broker restart
 
 

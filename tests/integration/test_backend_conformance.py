@@ -417,6 +417,27 @@ def test_a_partial_of_an_older_generation_is_discarded_not_continued(
     assert remote.leftovers() == []
 
 
+def test_an_upload_begun_and_not_finished_is_found_under_its_folder_until_it_is_done(
+    backend: Backend, remote: Remote, tmp_path: Path
+) -> None:
+    """What a folder moved in the middle of an upload needs: the uploads under way in it, which a
+    listing does not show, so that they can be sent under the folder's new name."""
+    local = tmp_path / "begun.bin"
+    data = os.urandom(BIG)
+    gen = write(local, data)
+    with pytest.raises(Interrupted):
+        backend.upload("shoot/day 1/begun.bin", str(local), gen, interrupt_after(BIG // 2))
+    put(backend, "shoot/done.bin", tmp_path / "done.bin", b"finished")
+
+    assert list(backend.uploads_under("shoot")) == ["shoot/day 1/begun.bin"]
+    assert list(backend.uploads_under("shoot/day 1")) == ["shoot/day 1/begun.bin"]
+    assert list(backend.uploads_under("elsewhere")) == []
+    assert [e.path for e in backend.list("shoot")] == ["shoot/done.bin"]
+
+    backend.upload("shoot/day 1/begun.bin", str(local), gen, lambda n: None)
+    assert list(backend.uploads_under("shoot")) == []
+
+
 def test_an_interrupted_small_upload_leaves_nothing_once_the_next_one_is_done(
     backend: Backend, remote: Remote, tmp_path: Path
 ) -> None:

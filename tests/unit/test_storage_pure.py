@@ -125,3 +125,13 @@ def test_a_striped_partial_has_a_name_of_its_own_that_still_belongs_to_its_file(
     assert striped != _partial.partial_name("photo 1.jpg", BIG)
     assert _partial.belongs_to("photo 1.jpg", striped) and _partial.is_partial(striped)
     assert _partial.partial_tag_for("photo 1.jpg", striped) == f"{10 * MiB}-123-7{_partial.STRIPED}"
+
+
+@given(st.text(min_size=1, max_size=40).filter(lambda n: "/" not in n and "\x00" not in n))  # short: not hashed
+def test_a_partials_name_gives_back_the_name_it_was_written_for(name: str) -> None:
+    big = Generation(size=_partial.RESUME_MIN_BYTES, mtime_ns=1_700_000_000_123_456_789, inode=42)
+    small = Generation(size=10, mtime_ns=5, inode=6)
+    for partial in (_partial.partial_name(name, big), _partial.partial_name(name, big, striped=True)):
+        assert _partial.final_name(partial) == name
+    assert _partial.final_name(_partial.partial_name(f"{name}.mov", small)) == f"{name}.mov"
+    assert _partial.final_name(name) is None or _partial.is_partial(name)

@@ -10,7 +10,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import tenacity
@@ -268,6 +268,12 @@ class Reconciler:
                 # disappearance: leave no open multipart upload or partial file behind.
                 with self._path_lock(path):
                     backend.cleanup(path)
+                    # An upload of it in this process holds the lock to its end: if it ended
+                    # while we waited, its file is on the remote now, and is decided on again
+                    # (a file renamed or deleted in the middle of its upload).
+                    arrived = not hinted and backend.stat(path) is not None
+                if arrived:
+                    continue
                 if hinted:
                     log.info("%r vanished before it could be uploaded; nothing to do", path)
                     self.event("skipped", path, reason="vanished before upload (gone locally and remotely)")
@@ -369,8 +375,15 @@ class Reconciler:
             if remote_has_src and not self.folder.is_dir(action.src):
                 backend.move_dir(action.src, action.dst)
                 self.event("moved", action.dst, src=action.src, remote=backend.describe(action.dst))
-            self._tree(action.dst, action.id)
-            self._tree(action.src, action.id)
+            # A file of the folder still on its way when the folder moved (an upload under way or
+            # interrupted under the old name) is on the remote under neither name, and a listing
+            # does not show it: it is reconciled under both names. Under the old one that
+            # discards its partial (the upload under way then fails and finds its file gone);
+            # under the new one it is sent.
+            begun = {p[len(action.src) :] for p in backend.uploads_under(action.src)}
+            begun |= {p[len(action.dst) :] for p in backend.uploads_under(action.dst)}  # moved along
+            self._tree(action.src, action.id, also=[action.src + rest for rest in sorted(begun)])
+            self._tree(action.dst, action.id, also=[action.dst + rest for rest in sorted(begun)])
             return
         local_dst = self.folder.generation(action.dst)
         remote_src = backend.stat(action.src)
@@ -385,9 +398,11 @@ class Reconciler:
         self._file(action.dst, action_id=action.id)
         self._file(action.src, action_id=action.id)
 
-    def _tree(self, folder: str, action_id: str, confirmed: bool = False) -> None:
-        """Reconcile every remote file below ``folder`` with the local folder."""
+    def _tree(self, folder: str, action_id: str, confirmed: bool = False, also: Iterable[str] = ()) -> None:
+        """Reconcile every remote file below ``folder`` with the local folder (and ``also``)."""
         paths = [entry.path for entry in self.backend().list(folder)]
+        listed = set(paths)
+        paths += [p for p in also if p not in listed]
         failures = self._reconcile_each(paths, action_id, confirmed)
         if failures:
             log.warning("folder %r reconciled with %d failures", folder, failures)

@@ -67,6 +67,18 @@ def is_partial(name: str) -> bool:
     return name.startswith(".") and name.endswith(SUFFIX)
 
 
+def final_name(partial: str) -> str | None:
+    """The final name a partial was written for (None if not a partial). A name too long to be
+    decorated is hashed in its partial's name: what comes back then names no file."""
+    if not is_partial(partial):
+        return None
+    inner = partial[1 : -len(SUFFIX)]
+    head, _, tail = inner.rpartition(".")
+    if head and _GEN_RE.match(tail):
+        return head
+    return inner or None
+
+
 def partial_tag_for(name: str, candidate: str) -> str | None:
     """If ``candidate`` is a partial of final name ``name`` (any generation), its generation tag."""
     stem = _stem(name)

@@ -16,7 +16,7 @@ Optional features are declared as :class:`Capabilities` flags, not discovered by
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from skynet.common.errors import TransientError
@@ -137,6 +137,11 @@ class Backend(abc.ABC):
         for entry in list(self.list(src)):
             rest = entry.path[len(src) :].lstrip("/")
             self.move(entry.path, f"{dst}/{rest}" if dst else rest)
+
+    def uploads_under(self, prefix: str) -> Sequence[str]:
+        """Paths below folder ``prefix`` with an upload begun and not finished (a partial, an open
+        multipart upload). Optional: by default none are known."""
+        return []
 
     def cleanup(self, path: str) -> None:  # noqa: B027 - optional hook
         """Remove leftovers for ``path`` (abandoned partials, open multipart uploads). Optional."""

@@ -21,7 +21,7 @@ import errno
 import logging
 import os
 import posixpath
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
@@ -267,6 +267,17 @@ class LocalBackend(Backend):
         except OSError as exc:
             raise classify(exc, f"move folder {src!r} to {dst!r}") from exc
         self._prune(src)
+
+    def uploads_under(self, prefix: str) -> Sequence[str]:
+        top = self._full(prefix)
+        self._require_base()
+        found = set()
+        for folder, _dirs, files in os.walk(top):
+            for name in files:
+                final = _partial.final_name(name)
+                if final is not None:
+                    found.add(os.path.relpath(os.path.join(folder, final), self.base).replace(os.sep, "/"))
+        return sorted(found)
 
     def list(self, prefix: str = "") -> Iterator[RemoteEntry]:
         top = self._full(prefix)

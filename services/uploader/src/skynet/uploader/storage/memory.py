@@ -14,7 +14,7 @@ share a remote). The store also offers fault switches for tests of the logic abo
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -156,6 +156,11 @@ class MemoryBackend(Backend):
             entry = self.stat(p)
             if entry is not None:
                 yield entry
+
+    def uploads_under(self, prefix: str) -> Sequence[str]:
+        self._up()
+        with self.store.lock:
+            return sorted({p for p, _tag in self.store.partials if not prefix or p.startswith(prefix + "/")})
 
     def cleanup(self, path: str) -> None:
         with self.store.lock:

@@ -16,7 +16,7 @@ refused (InvalidPath) rather than mixed with them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
@@ -293,6 +293,24 @@ class S3Backend(Backend):
                 kwargs["ContinuationToken"] = resp["NextContinuationToken"]
         except Exception as exc:
             raise classify(exc, f"list {self.describe(prefix)}") from exc
+
+    def uploads_under(self, prefix: str) -> Sequence[str]:
+        root = self._key(prefix)
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": f"{root}/" if root else ""}
+        found: set[str] = set()
+        try:
+            while True:
+                resp = self.client.list_multipart_uploads(**kwargs)
+                keys = (u["Key"] for u in resp.get("Uploads", []))
+                found.update(self._rel(k) for k in keys if not k.startswith(self._meta_prefix))
+                if not resp.get("IsTruncated"):
+                    break
+                kwargs.update(
+                    KeyMarker=resp.get("NextKeyMarker", ""), UploadIdMarker=resp.get("NextUploadIdMarker", "")
+                )
+        except Exception as exc:
+            raise classify(exc, f"list uploads {self.describe(prefix)}") from exc
+        return sorted(found)
 
     def cleanup(self, path: str) -> None:
         """Abort every open multipart upload of ``path`` and forget its marker."""

@@ -67,6 +67,7 @@ on the next call after it was lost.
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import errno
 import logging
@@ -74,7 +75,7 @@ import posixpath
 import socket
 import stat as stat_mod
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
@@ -678,11 +679,28 @@ class SftpBackend(Backend):
         super().move_dir(src, dst)  # dst exists: merge file by file
 
     def list(self, prefix: str = "") -> Iterator[RemoteEntry]:
+        entries = [
+            RemoteEntry(self._rel(full), attr.st_size or 0, float(attr.st_mtime or 0))
+            for full, attr in self._walk(prefix)
+            if not _partial.is_partial(attr.filename)
+        ]
+        yield from sorted(entries, key=lambda e: e.path)
+
+    def uploads_under(self, prefix: str) -> Sequence[str]:
+        found = set()
+        for full, attr in self._walk(prefix):
+            name = _partial.final_name(attr.filename)
+            if name is not None:
+                found.add(self._rel(posixpath.join(posixpath.dirname(full), name)))
+        return sorted(found)
+
+    def _walk(self, prefix: str) -> Sequence[tuple[str, paramiko.SFTPAttributes]]:
+        """Every regular file below folder ``prefix``: (remote path, attributes)."""
         top = self._remote(prefix)
+        files: builtins.list[tuple[str, paramiko.SFTPAttributes]] = []
         try:
             sftp = self._client()
             stack = [top]
-            entries: list[RemoteEntry] = []
             while stack:
                 folder = stack.pop()
                 try:
@@ -694,11 +712,11 @@ class SftpBackend(Backend):
                     mode = attr.st_mode or 0
                     if stat_mod.S_ISDIR(mode):
                         stack.append(full)
-                    elif stat_mod.S_ISREG(mode) and not _partial.is_partial(attr.filename):
-                        entries.append(RemoteEntry(self._rel(full), attr.st_size or 0, float(attr.st_mtime or 0)))
+                    elif stat_mod.S_ISREG(mode):
+                        files.append((full, attr))
         except Exception as exc:
             raise self._fail(exc, f"list {top}") from exc
-        yield from sorted(entries, key=lambda e: e.path)
+        return files
 
     def cleanup(self, path: str) -> None:
         remote = self._remote(path)
