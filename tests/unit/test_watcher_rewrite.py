@@ -55,12 +55,19 @@ def published(store: Store) -> list[PathChanged]:
     return actions  # type: ignore[return-value]
 
 
-def test_a_write_heard_after_its_file_was_published_is_not_an_edit(gate: tuple[Engine, Store, Path]) -> None:
+def published_new(gate: tuple[Engine, Store, Path], name: str) -> Path:
+    """A new file written, heard and published (the only action in the outbox)."""
     engine, store, watch = gate
-    f = watch / "late.bin"
+    f = watch / name
     f.write_bytes(b"x" * 5000)
     written(engine, f)
     wait_for(lambda: len(published(store)) == 1, 10, what="the file published")
+    return f
+
+
+def test_a_write_heard_after_its_file_was_published_is_not_an_edit(gate: tuple[Engine, Store, Path]) -> None:
+    engine, store, watch = gate
+    f = published_new(gate, "late.bin")
     written(engine, f)  # the same write, heard late: nothing changed since it was published
     (watch / "marker.bin").write_bytes(b"m")
     written(engine, watch / "marker.bin")  # handled after the late events, checked with them or after
@@ -69,11 +76,8 @@ def test_a_write_heard_after_its_file_was_published_is_not_an_edit(gate: tuple[E
 
 
 def test_bytes_rewritten_with_size_and_mtime_put_back_are_sent_forced(gate: tuple[Engine, Store, Path]) -> None:
-    engine, store, watch = gate
-    f = watch / "edited.bin"
-    f.write_bytes(b"x" * 5000)
-    written(engine, f)
-    wait_for(lambda: len(published(store)) == 1, 10, what="the file published")
+    engine, store, _watch = gate
+    f = published_new(gate, "edited.bin")
     before = os.stat(f)
     with open(f, "r+b") as out:
         out.write(b"y" * 100)

@@ -24,9 +24,6 @@ class Index:
     def __contains__(self, rel: object) -> bool:
         return rel in self._gens
 
-    def __len__(self) -> int:
-        return len(self._gens)
-
     def __iter__(self) -> Iterator[str]:
         return iter(self._gens)
 
