@@ -10,52 +10,32 @@ whichever replica is sending it.
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from skynet.common.messages import PathChanged, decode_action
+from skynet.common.messages import PathChanged
 from skynet.watcher import engine as engine_module
-from skynet.watcher.engine import Engine
-from skynet.watcher.observer import RawEvent
-from skynet.watcher.settings import WatcherSettings
 from skynet.watcher.store import Store
 from tests.fixtures.common import wait_for
+from tests.fixtures.gate import Gate, outbox, running_gate, written
 
 
 @pytest.fixture
-def gate(tmp_path: Path) -> Iterator[tuple[Engine, Store, Path]]:
-    watch = tmp_path / "watched"
-    watch.mkdir()
-    settings = WatcherSettings(watch_dir=watch, state_dir=tmp_path / "state", settle_ms=0)
-    store = Store(settings.resolved_state_dir)
-    engine = Engine(settings, store, emit=lambda _event: None, wake_pump=lambda: None)
-    thread = threading.Thread(target=engine.run, daemon=True)
-    thread.start()
-    try:
-        yield engine, store, watch
-    finally:
-        engine.stop()
-        thread.join(10)
-        store.close()
-
-
-def written(engine: Engine, path: Path) -> None:
-    """What inotify reports for one open-write-close of ``path``."""
-    engine.queue.put(RawEvent("write", str(path)))
-    engine.queue.put(RawEvent("closed", str(path)))
+def gate(tmp_path: Path) -> Iterator[Gate]:
+    with running_gate(tmp_path) as running:
+        yield running
 
 
 def published(store: Store) -> list[PathChanged]:
-    actions = [decode_action(row.body) for row in store.pending(100)]
+    actions = outbox(store)
     assert all(isinstance(a, PathChanged) for a in actions)
     return actions  # type: ignore[return-value]
 
 
-def published_new(gate: tuple[Engine, Store, Path], name: str) -> Path:
+def published_new(gate: Gate, name: str) -> Path:
     """A new file written, heard and published (the only action in the outbox)."""
     engine, store, watch = gate
     f = watch / name
@@ -65,7 +45,7 @@ def published_new(gate: tuple[Engine, Store, Path], name: str) -> Path:
     return f
 
 
-def test_a_write_heard_after_its_file_was_published_is_not_an_edit(gate: tuple[Engine, Store, Path]) -> None:
+def test_a_write_heard_after_its_file_was_published_is_not_an_edit(gate: Gate) -> None:
     engine, store, watch = gate
     f = published_new(gate, "late.bin")
     written(engine, f)  # the same write, heard late: nothing changed since it was published
@@ -75,7 +55,7 @@ def test_a_write_heard_after_its_file_was_published_is_not_an_edit(gate: tuple[E
     assert [(a.path, a.force) for a in published(store)] == [("late.bin", False), ("marker.bin", False)]
 
 
-def test_bytes_rewritten_with_size_and_mtime_put_back_are_sent_forced(gate: tuple[Engine, Store, Path]) -> None:
+def test_bytes_rewritten_with_size_and_mtime_put_back_are_sent_forced(gate: Gate) -> None:
     engine, store, _watch = gate
     f = published_new(gate, "edited.bin")
     before = os.stat(f)
@@ -88,7 +68,7 @@ def test_bytes_rewritten_with_size_and_mtime_put_back_are_sent_forced(gate: tupl
 
 
 def test_with_a_settle_period_under_one_clock_tick_a_file_waits_for_its_tick_to_end(
-    gate: tuple[Engine, Store, Path], monkeypatch: pytest.MonkeyPatch
+    gate: Gate, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """File timestamps come from a coarse clock (one jiffy on Linux). A file published within its
     mtime's tick could be written again in that tick, same size, with nothing to tell the two
