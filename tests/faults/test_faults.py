@@ -20,7 +20,7 @@ import pika
 import pytest
 
 from skynet.common.admin import requeue_dead
-from skynet.common.topology import HEADER_ATTEMPTS, HEADER_REASON, dead_queue
+from skynet.common.topology import HEADER_ATTEMPTS, HEADER_REASON, actions_queue, dead_queue
 from skynet.uploader.storage._s3_multipart import part_size_for
 from skynet.uploader.storage.sftp import RESUME_MARGIN, WRITE_CHUNK
 from tests.e2e.harness import EventTap, Proc, RemoteView, Stack
@@ -61,6 +61,15 @@ def remote_bytes_in_flight(remote: RemoteView) -> int:
         parts = client.list_parts(Bucket=bucket, Key=up["Key"], UploadId=up["UploadId"]).get("Parts", [])
         total += sum(p["Size"] for p in parts)
     return total
+
+
+def _consumers(url: str, source: str = "default") -> int:
+    """How many consumers the source's actions queue has (uploader replicas taking work)."""
+    conn = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        return int(conn.channel().queue_declare(actions_queue(source), passive=True).method.consumer_count)
+    finally:
+        conn.close()
 
 
 def dead_letters(url: str, source: str = "default") -> list[tuple[bytes, dict[str, object]]]:
@@ -190,6 +199,41 @@ def test_a_folder_and_a_file_renamed_mid_upload_arrive_under_their_new_names_and
     assert not progress_tap.of("dead")
     kind = "sftp" if isinstance(remote, SftpRemote) else "s3"
     report.row(f"folder and file renamed mid {size // MiB} MiB uploads ({kind})", 2, 0, 0, 0)
+
+
+def test_a_file_renamed_mid_upload_whose_move_another_uploader_applied_first_leaves_no_old_name(
+    stack: Stack, progress_tap: EventTap, remote: RemoteView, report: FaultReport
+) -> None:
+    """Two replicas: one is sending a file in a single request (an S3 PUT, which leaves no trace
+    on the remote until it is complete), the other handles the file's rename meanwhile and finds
+    nothing under the old name to move or delete. The PUT then lands under the old name. The
+    sender asks the watcher about it, and the watcher's delete removes it: the remote ends with
+    the new name only (it kept both before)."""
+    size = 60 * MiB  # about 6 s through the slow link; one PUT below the 100 MiB threshold
+    stack.start("watcher", SKYNET_SETTLE_MS="100")
+    with _slow_link(remote) as slow_env:
+        # One transfer and one spare delivery: the filler below takes the spare, so the rename's
+        # action can only go to the second replica.
+        stack.start(
+            "uploader", "uploader-slow", SKYNET_CONCURRENCY="1", SKYNET_S3_MULTIPART_THRESHOLD_MIB="100", **slow_env
+        )
+        write_random(stack.watch / "clip.bin", size)
+        wait_for(lambda: progress_tap.of("started", "clip.bin"), 60, interval=0.05, what="the upload under way")
+        (stack.watch / "filler.txt").write_text("holds the slow replica's spare delivery")
+        wait_for(lambda: progress_tap.of("queued", "filler.txt"), 30, interval=0.05, what="the filler queued")
+        time.sleep(0.5)  # delivered to the slow replica's spare slot
+        stack.start("uploader", "uploader-fast")
+        wait_for(lambda: _consumers(stack.amqp_url) == 2, 30, interval=0.1, what="the second replica consuming")
+        assert not progress_tap.of("done", "clip.bin"), "the upload ended before the rename"
+        os.rename(stack.watch / "clip.bin", stack.watch / "clip-2026.bin")
+        stack.wait_mirror(120)
+        time.sleep(3)  # an upload under the old name that ended late would show now
+        stack.wait_mirror(10)
+    assert not remote.partials(), "a partial or an open multipart upload was left"
+    kind = "sftp" if isinstance(remote, SftpRemote) else "s3"
+    report.row(
+        f"file renamed mid {size // MiB} MiB single-request upload, move on another replica ({kind})", 2, 0, 0, 0
+    )
 
 
 # ----------------------------------------------------------------------------- 2. broker restart

@@ -12,8 +12,8 @@ import pika
 
 from skynet.common.admin import request_rescan
 from skynet.common.broker import Publisher
-from skynet.common.messages import encode_changed
-from skynet.common.topology import CONTROL_EXCHANGE, Topology, actions_queue, control_routing_key
+from skynet.common.messages import RecheckRequest, encode, encode_changed
+from skynet.common.topology import CONTROL_EXCHANGE, Topology, actions_queue, control_routing_key, recheck_routing_key
 from skynet.watcher.pump import OutboxPump
 from skynet.watcher.store import Store
 from tests.e2e.harness import EventTap, NoRemote, Stack
@@ -220,6 +220,53 @@ def test_a_full_rescan_sends_every_file_the_index_holds_for_a_check_and_a_plain_
         assert sorted(str(a["path"]) for a in full) == sorted(names)
         assert all(a.get("generation") is None for a in full), "a check must not be an upload sent blind"
         assert "verify: 300 files the remote should hold sent to be checked there" in watcher.text()
+        assert watcher.alive()
+    finally:
+        stack.stop_all()
+
+
+def test_an_uploaders_recheck_request_resends_a_gone_files_delete_and_garbage_is_only_logged(
+    tmp_path: Path, amqp_url: str
+) -> None:
+    """An uploader whose upload ended after its file was renamed or deleted asks the watcher to look
+    at the file again (``recheck.<source>``). The watcher sends a delete for a file that is gone, and
+    nothing for one that is there; a request it cannot read, or for another source, changes nothing."""
+    stack = Stack(tmp_path, amqp_url, NoRemote())  # mirror mode
+    try:
+        write_old_files(stack.watch, ["here.txt"])
+        watcher = stack.start("watcher")
+        wait_for(lambda: _depth(amqp_url) == 1, 30, what="the file's action")
+        drain_actions(amqp_url)
+        conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
+        try:
+            ch = conn.channel()
+            ch.confirm_delivery()
+            key = recheck_routing_key("default")
+
+            def routed(body: bytes) -> bool:
+                try:
+                    ch.basic_publish(CONTROL_EXCHANGE, key, body, mandatory=True)
+                    return True
+                except pika.exceptions.UnroutableError:
+                    return False  # the watcher's control queue is not bound yet
+
+            wait_for(lambda: routed(b"\xff not json"), 30, interval=0.2, what="the watcher's control queue")
+            ch.basic_publish(
+                CONTROL_EXCHANGE, key, b'{"type": "control.recheck.v1", "source": "default", "path": "../x"}'
+            )
+            ch.basic_publish(CONTROL_EXCHANGE, key, encode(RecheckRequest(source="other", path="gone.txt")))
+            ch.basic_publish(CONTROL_EXCHANGE, key, encode(RecheckRequest(source="default", path="here.txt")))
+            ch.basic_publish(CONTROL_EXCHANGE, key, encode(RecheckRequest(source="default", path="d/gone.txt")))
+        finally:
+            conn.close()
+        wait_for(lambda: _depth(amqp_url) >= 1, 30, what="the delete sent again")
+        time.sleep(1)
+        actions = drain_actions(amqp_url)
+        assert [(a["type"], a["path"], a.get("generation")) for a in actions] == [
+            ("action.changed.v1", "d/gone.txt", None)
+        ]
+        log = watcher.text()
+        assert log.count("recheck request ignored") == 3, log
         assert watcher.alive()
     finally:
         stack.stop_all()

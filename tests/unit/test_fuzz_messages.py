@@ -20,9 +20,11 @@ from skynet.common.messages import (
     PathChanged,
     PathMoved,
     PruneRemote,
+    RecheckRequest,
     WorkerHeartbeat,
     decode_action,
     decode_event,
+    decode_recheck,
     encode,
     encode_changed,
 )
@@ -50,19 +52,20 @@ GOOD: list[dict[str, Any]] = [
         FileEvent.make("failed", source="default", path="x/y", reason="boom", attempt=2),
         FileEvent.make("progress", source="default", path="x/y", size=10, bytes_done=4),
         WorkerHeartbeat(source="default", worker="w-1", role="uploader", active=1, capacity=4),
+        RecheckRequest(source="default", path="a/b.txt"),
     )
 ]
 
 
-def _decode_both(body: bytes) -> None:
-    for decode in (decode_action, decode_event):
+def _decode_all(body: bytes) -> None:
+    for decode in (decode_action, decode_event, decode_recheck):
         try:
             message = decode(body)
         except InvalidMessage as exc:
             assert exc.reason  # a readable reason for the dead-letter header
             assert len(exc.reason) < 2000
             continue
-        if not isinstance(message, PathChanged | PathMoved):
+        if not isinstance(message, PathChanged | PathMoved | RecheckRequest):
             # Events are only shown, never acted on, and the watcher reports a refused name in
             # one (``file.failed`` with the name as found): their paths are data, not checked.
             continue
@@ -82,13 +85,13 @@ def _decode_both(body: bytes) -> None:
 @example(b"1e999999")
 @example(b'"\\ud800"')
 def test_arbitrary_bytes_are_either_decoded_or_refused_as_invalid_messages(body: bytes) -> None:
-    _decode_both(body)
+    _decode_all(body)
 
 
 @FUZZ
 @given(json_values)
 def test_arbitrary_json_is_either_decoded_or_refused_as_invalid_messages(value: object) -> None:
-    _decode_both(json.dumps(value).encode())
+    _decode_all(json.dumps(value).encode())
 
 
 @FUZZ
@@ -102,7 +105,7 @@ def test_a_valid_message_with_one_field_replaced_by_anything_never_crashes_a_con
         del mutated[key]
     else:
         mutated[key] = data.draw(json_values)
-    _decode_both(json.dumps(mutated).encode())
+    _decode_all(json.dumps(mutated).encode())
 
 
 @FUZZ
@@ -112,7 +115,7 @@ def test_a_valid_message_with_flipped_bytes_never_crashes_a_consumer(good: dict[
     for _ in range(data.draw(st.integers(1, 8))):
         at = data.draw(st.integers(0, len(body) - 1))
         body[at] = data.draw(st.integers(0, 255))
-    _decode_both(bytes(body))
+    _decode_all(bytes(body))
 
 
 @FUZZ
@@ -123,7 +126,7 @@ def test_hostile_paths_in_otherwise_valid_actions_never_decode_to_a_path_outside
         body = json.dumps(good).encode("utf-8", "surrogatepass")
     except UnicodeEncodeError:
         return
-    _decode_both(body)
+    _decode_all(body)
 
 
 @FUZZ

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from skynet.common.broker import Delivery
-from skynet.common.errors import RemoteUnavailable
+from skynet.common.errors import RemoteUnavailable, TransientError
 from skynet.common.messages import FileEvent, Generation, PathChanged, PathMoved, encode
 from skynet.uploader.localfs import LocalFolder
 from skynet.uploader.reconcile import Decision, decide
+from skynet.uploader.storage.base import ProgressFn, UploadResult
 from skynet.uploader.storage.memory import MemoryBackend, MemoryStore
 from skynet.uploader.worker import Reconciler
 
@@ -34,20 +36,31 @@ def test_decisions(local: bool, remote: bool, matches: bool, mirror: bool, force
 
 
 class Rig:
-    def __init__(self, root: Path, mirror: bool = True, progress_interval_s: float = 0.5) -> None:
+    """One uploader over ``root``; rigs given the same ``store`` are replicas of one target."""
+
+    def __init__(
+        self,
+        root: Path,
+        mirror: bool = True,
+        progress_interval_s: float = 0.5,
+        store: MemoryStore | None = None,
+        backend: type[MemoryBackend] = MemoryBackend,
+    ) -> None:
         self.root = root
-        self.store = MemoryStore()
+        self.store = store if store is not None else MemoryStore()
         self.events: list[FileEvent] = []
         self.paused: list[RemoteUnavailable] = []
+        self.asked: list[str] = []  # the paths the watcher was asked to look at again
         self.rec = Reconciler(
             source="default",
             worker="w1",
             folder=LocalFolder(str(root)),
-            open_backend=lambda: MemoryBackend(self.store),
+            open_backend=lambda: backend(self.store),
             emit=self.events.append,
             mirror=mirror,
             on_remote_down=self.paused.append,
             progress_interval_s=progress_interval_s,
+            ask_watcher=self.asked.append,
         )
 
     def send(self, action: PathChanged | PathMoved) -> str:
@@ -131,6 +144,66 @@ def test_a_rename_of_a_file_that_changed_since_its_upload_uploads_the_new_conten
     rig.send(PathMoved(source="default", src="old.txt", dst="new.txt"))
     assert rig.store.read("new.txt") == b"v2, changed after the rename"
     assert "old.txt" not in rig.store.files
+
+
+class _Meanwhile(MemoryBackend):
+    """A backend whose next upload runs ``meanwhile`` once its bytes are read, before they land."""
+
+    meanwhile: list[Callable[[], None]] = []
+
+    def upload(self, path: str, local_file: str, generation: Generation, progress: ProgressFn) -> UploadResult:
+        def first_progress(done: int) -> None:
+            while self.meanwhile:
+                self.meanwhile.pop()()
+            progress(done)
+
+        return super().upload(path, local_file, generation, first_progress)
+
+
+def test_a_file_renamed_while_sent_whose_move_another_uploader_applied_first_is_deleted_again(
+    tmp_path: Path,
+) -> None:
+    """An S3 PUT in flight leaves no trace: another replica handling the rename finds nothing to
+    move or delete, then the PUT lands under the old name. The uploader that sent it asks the
+    watcher to look at it again, and the delete the watcher sends again leaves only the new name."""
+    sender = Rig(tmp_path, backend=_Meanwhile)
+    other = Rig(tmp_path, store=sender.store)
+    (tmp_path / "clip.bin").write_bytes(b"c" * 100_000)
+    hint = PathChanged(source="default", path="clip.bin", generation=gen(tmp_path / "clip.bin"))
+
+    def renamed_and_moved_by_the_other() -> None:
+        (tmp_path / "clip.bin").rename(tmp_path / "clip-2026.bin")
+        assert other.send(PathMoved(source="default", src="clip.bin", dst="clip-2026.bin")) == "ack"
+
+    _Meanwhile.meanwhile = [renamed_and_moved_by_the_other]
+    assert sender.send(hint) == "ack"
+    assert set(sender.store.files) == {"clip.bin", "clip-2026.bin"}  # landed after the move
+    assert sender.asked == ["clip.bin"]
+    assert sender.states("clip.bin")[-1] == "skipped"
+    # The watcher's answer: the delete, sent again (no generation: "it is gone").
+    assert other.send(PathChanged(source="default", path="clip.bin")) == "ack"
+    assert set(sender.store.files) == {"clip-2026.bin"}
+
+
+def test_a_file_deleted_while_its_upload_failed_asks_the_watcher_nothing(tmp_path: Path) -> None:
+    """Nothing of ours landed: the remote's older copy is the watcher's own delete's business
+    (it may be holding a burst of deletes)."""
+    rig = Rig(tmp_path)
+    (tmp_path / "doc.txt").write_text("v1")
+    rig.send(PathChanged(source="default", path="doc.txt"))
+    (tmp_path / "doc.txt").write_text("v2, longer")
+    hint = PathChanged(source="default", path="doc.txt", generation=gen(tmp_path / "doc.txt"))
+
+    def deleted_and_cut() -> None:
+        (tmp_path / "doc.txt").unlink()
+        raise TransientError("connection reset")
+
+    _Meanwhile.meanwhile = [deleted_and_cut]
+    sender = Rig(tmp_path, store=rig.store, backend=_Meanwhile)
+    assert sender.send(hint) == "ack"
+    assert sender.states("doc.txt")[-1] == "skipped"
+    assert sender.asked == []
+    assert rig.store.read("doc.txt") == b"v1"
 
 
 def test_a_deleted_folder_is_reconciled_as_a_whole(tmp_path: Path) -> None:

@@ -199,6 +199,35 @@ class WorkerHeartbeat(_Message):
 
 Event = FileEvent | WorkerHeartbeat
 
+
+# ---------------------------------------------------------------- control (uploader → watcher)
+
+
+class RecheckRequest(_Message):
+    """An uploader's file reached the remote after it was gone from the watched folder.
+
+    Its upload was under way when the file was renamed or deleted, and another uploader applied
+    that rename or delete first, while the remote did not have the file yet (an S3 PUT leaves no
+    trace until it is complete). The watcher answers by sending the path's delete again, through
+    its delete safety rules. Published on the control exchange, routing key
+    ``recheck.<source>``; only ``mirror`` mode sends it.
+    """
+
+    type: Literal["control.recheck.v1"] = "control.recheck.v1"
+    path: str
+
+    _v = field_validator("path")(_check_path)
+
+
+def decode_recheck(body: bytes) -> RecheckRequest:
+    """Decode a recheck request, or raise :class:`InvalidMessage` with a readable reason."""
+    data = _load(body)
+    try:
+        return RecheckRequest.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidMessage(f"invalid recheck request: {_short(exc)}") from exc
+
+
 _action_adapter: TypeAdapter[PathChanged | PathMoved | PruneRemote] = TypeAdapter(Action)
 
 

@@ -51,6 +51,11 @@ def control_routing_key(source: str) -> str:
     return f"rescan.{source}"
 
 
+def recheck_routing_key(source: str) -> str:
+    """Asks the watcher of ``source`` to look at one path again (see ``RecheckRequest``)."""
+    return f"recheck.{source}"
+
+
 def release_routing_key(source: str) -> str:
     """Tells the watcher of ``source`` to apply the deletes its safety rules held back."""
     return f"release.{source}"

@@ -16,7 +16,7 @@ from skynet.common.broker import Consumer, Delivery, backoff_delays, declare_con
 from skynet.common.errors import ConfigError, RemoteAccessDenied, RemoteRefused, RemoteUnavailable, SkynetError
 from skynet.common.events import EventSink, start_heartbeats
 from skynet.common.logs import setup_logging
-from skynet.common.messages import FileEvent, WorkerHeartbeat
+from skynet.common.messages import FileEvent, RecheckRequest, WorkerHeartbeat
 from skynet.common.settings import load_settings
 from skynet.common.topology import Topology, actions_queue
 from skynet.uploader.localfs import LocalFolder
@@ -122,6 +122,7 @@ def run(settings: UploaderSettings) -> None:
         on_remote_down=on_remote_down,
         progress_interval_s=settings.progress_interval_s,
         max_file_size=settings.max_file_size,
+        ask_watcher=lambda path: sink.emit(RecheckRequest(source=settings.source, path=path)),
     )
 
     def on_dead(d: Delivery, reason: str, attempts: int) -> None:

@@ -7,6 +7,7 @@ sharing). Every outcome is also told as lifecycle events, which never block the 
 from __future__ import annotations
 
 import contextlib
+import enum
 import logging
 import threading
 import time
@@ -59,6 +60,14 @@ def _retry_in_process(exc: BaseException) -> bool:
     return isinstance(exc, TransientError) and not isinstance(exc, RemoteUnavailable | TransferCancelled)
 
 
+class Sent(enum.Enum):
+    """How an upload went."""
+
+    DONE = "done"  # complete, and the local file did not change meanwhile
+    CHANGED = "changed"  # the file changed (or went) during the upload, which did not complete
+    LANDED_STALE = "landed stale"  # complete, but the file changed (or went) meanwhile
+
+
 @dataclass
 class Counters:
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -92,8 +101,11 @@ class Reconciler:
         on_remote_down: Callable[[RemoteUnavailable], None],
         progress_interval_s: float = 0.5,
         max_file_size: int = 0,
+        ask_watcher: Callable[[str], None] | None = None,
     ) -> None:
         self.source = source
+        # Asks the watcher to look at a path again (a RecheckRequest); see _file.
+        self._ask_watcher = ask_watcher
         self.max_file_size = max_file_size  # 0: no limit of our own (the target may still refuse)
         self.worker = worker
         self.folder = folder
@@ -249,6 +261,7 @@ class Reconciler:
         backend = self.backend()
         # Forced with a generation: the watcher saw the bytes change under an unchanged generation.
         rewritten = force and hinted
+        landed_stale = False  # an upload of ours completed after the file had changed or gone
         for _chase in range(MAX_CHASES):
             local = self.folder.generation(path)
             blind = local is not None and (force or (hinted and local.size <= BLIND_UPLOAD_MAX))
@@ -285,6 +298,18 @@ class Reconciler:
                 # The action said the file was there: it went since. Whether its delete may be
                 # applied is the watcher's call (a burst of deletes over the threshold is held),
                 # and the watcher sends that delete as an action of its own.
+                if landed_stale and self._ask_watcher is not None:
+                    # But our upload put it there after it went, and that delete (or the rename)
+                    # may already have been applied, by another uploader, to a remote that did
+                    # not have it yet: the watcher is asked to send it again.
+                    log.info("%r reached the remote after it was renamed or deleted: asking the watcher", path)
+                    self._ask_watcher(path)
+                    self.event(
+                        "skipped",
+                        path,
+                        reason="renamed or deleted while being sent; the watcher is asked to delete it from the remote",
+                    )
+                    return
                 log.info("%r is gone locally since it was queued; its delete is left to the watcher", path)
                 self.event("skipped", path, reason="gone locally since it was queued; the watcher sends its delete")
                 return
@@ -307,13 +332,15 @@ class Reconciler:
                 rewritten = False
                 with self._path_lock(path):
                     backend.cleanup(path)
-            if self._upload(backend, path, local, action_id):
+            outcome = self._upload(backend, path, local, action_id)
+            if outcome is Sent.DONE:
                 return
+            landed_stale = landed_stale or outcome is Sent.LANDED_STALE
             force = True  # it changed while we sent it: send it again, whatever the remote says
         raise TransientError(f"{path!r} keeps changing; will try again later")
 
-    def _upload(self, backend: Backend, path: str, gen: Generation, action_id: str | None) -> bool:
-        """Upload one generation; True if the local file was unchanged throughout."""
+    def _upload(self, backend: Backend, path: str, gen: Generation, action_id: str | None) -> Sent:
+        """Upload one generation, and say whether the local file was unchanged throughout."""
         if self._cancel.is_set():
             raise TransferCancelled(f"not starting {path!r}: the uploader is stopping")
         started = time.monotonic()
@@ -345,13 +372,13 @@ class Reconciler:
                 # S3 multipart upload would stay open if the new version is sent in one PUT).
                 with self._path_lock(path):
                     backend.cleanup(path)
-                return False
+                return Sent.CHANGED
             raise
         self.counters.add(sent=result.bytes_sent)
         after = self.folder.generation(path)
         if after != gen:
             log.info("%r changed while it was being uploaded; sending it again", path)
-            return False
+            return Sent.LANDED_STALE
         self.counters.add(done=1)
         self.event(
             "done",
@@ -364,7 +391,7 @@ class Reconciler:
             remote=backend.describe(path),
             action_id=action_id,
         )
-        return True
+        return Sent.DONE
 
     # ------------------------------------------------------------------ moves and folders
 

@@ -1,4 +1,5 @@
-"""Listening for admin requests addressed to this watcher (rescan, release held deletes)."""
+"""Listening for requests addressed to this watcher: an admin's (rescan, release held deletes)
+and an uploader's (look at a path again)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,21 @@ import threading
 from collections.abc import Callable
 
 from skynet.common.broker import connect, reconnect_forever
-from skynet.common.errors import BrokerUnavailable
-from skynet.common.topology import CONTROL_EXCHANGE, Topology, control_routing_key, release_routing_key
+from skynet.common.errors import BrokerUnavailable, InvalidMessage
+from skynet.common.messages import decode_recheck
+from skynet.common.topology import (
+    CONTROL_EXCHANGE,
+    Topology,
+    control_routing_key,
+    recheck_routing_key,
+    release_routing_key,
+)
 
 log = logging.getLogger(__name__)
 
 
 class ControlListener:
-    """Consumes ``rescan.<source>`` and ``release.<source>`` from the control exchange."""
+    """Consumes ``rescan.<source>``, ``release.<source>`` and ``recheck.<source>`` from the control exchange."""
 
     def __init__(
         self,
@@ -26,12 +34,14 @@ class ControlListener:
         on_rescan: Callable[[bool], None],
         on_release: Callable[[], None],
         ca_file: str | None = None,
+        on_recheck: Callable[[str], None] | None = None,
     ) -> None:
         self._url = url
         self._topology = topology
         self._name = name
         self._on_rescan = on_rescan
         self._on_release = on_release
+        self._on_recheck = on_recheck
         self._ca_file = ca_file
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="control", daemon=True)
@@ -63,6 +73,8 @@ class ControlListener:
             source = self._topology.source
             ch.queue_bind(queue=queue, exchange=CONTROL_EXCHANGE, routing_key=control_routing_key(source))
             ch.queue_bind(queue=queue, exchange=CONTROL_EXCHANGE, routing_key=release_routing_key(source))
+            if self._on_recheck is not None:
+                ch.queue_bind(queue=queue, exchange=CONTROL_EXCHANGE, routing_key=recheck_routing_key(source))
 
             def on_message(_ch: object, method: object, _props: object, body: bytes) -> None:
                 key = str(getattr(method, "routing_key", ""))
@@ -70,6 +82,9 @@ class ControlListener:
                     full = wants_full_scan(body)
                     log.info("control request %s%s", key, " (full: every file checked on the remote)" if full else "")
                     self._on_rescan(full)
+                    return
+                if key.startswith("recheck."):
+                    self._recheck(body)
                     return
                 log.info("control request %s", key)
                 if key.startswith("release."):
@@ -81,6 +96,20 @@ class ControlListener:
         finally:
             with contextlib.suppress(Exception):  # closing a dead connection
                 conn.close()
+
+    def _recheck(self, body: bytes) -> None:
+        try:
+            request = decode_recheck(body)
+        except InvalidMessage as exc:
+            log.warning("recheck request ignored: %s", exc.reason)
+            return
+        if request.source != self._topology.source:
+            mine = self._topology.source
+            log.warning("recheck request ignored: it is for source %r, and this watcher's is %r", request.source, mine)
+            return
+        log.info("an uploader asks for %r to be looked at again", request.path)
+        assert self._on_recheck is not None
+        self._on_recheck(request.path)
 
 
 def wants_full_scan(body: bytes) -> bool:

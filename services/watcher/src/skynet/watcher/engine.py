@@ -112,6 +112,11 @@ class Release:
     pass
 
 
+@dataclass(frozen=True)
+class Recheck:
+    path: str  # validated (a RecheckRequest's)
+
+
 def _gen(t: GenTuple) -> Generation:
     return Generation(size=t[0], mtime_ns=t[1], inode=t[2])
 
@@ -188,6 +193,10 @@ class Engine:
 
     def release_held(self) -> None:
         self.queue.put(Release())
+
+    def recheck(self, path: str) -> None:
+        """An uploader's upload of ``path`` completed after the file had gone (see ``RecheckRequest``)."""
+        self.queue.put(Recheck(path))
 
     def run(self) -> None:
         """The gate loop; returns after :meth:`stop`."""
@@ -298,6 +307,8 @@ class Engine:
             self._on_scan_done(item)
         elif isinstance(item, Release):
             self._release()
+        elif isinstance(item, Recheck):
+            self._recheck(item.path)
 
     def _rel(self, full: str) -> str | None:
         try:
@@ -616,6 +627,27 @@ class Engine:
         self._pending_index_drop.append(rel)
         if self.mirror:
             self._pending_actions.append((rel, PathChanged(source=self.source, path=rel)))
+
+    def _recheck(self, rel: str) -> None:
+        """Send the delete of ``rel`` again if it is gone: an uploader's upload of it reached the
+        remote after it went, possibly after its delete (or rename) had been applied there. The
+        delete goes through the safety rules like any other."""
+        if not self.mirror or self.rules.ignored(rel) or rel in self._held_paths:
+            return
+        if rel in self.index or rel in self.coalescer:
+            return  # its change or delete is still to come from here
+        try:
+            os.lstat(local_path(self.root, rel))
+            return  # there again: sent as any file is
+        except (FileNotFoundError, NotADirectoryError):
+            pass
+        except OSError as exc:
+            log.warning("cannot look at %r again: %s", rel, exc)
+            return
+        if not self._deletes_allowed(1, rel):
+            return
+        log.info("%r is gone: its delete is sent again (an upload of it ended after it went)", rel)
+        self._pending_actions.append((rel, PathChanged(source=self.source, path=rel)))
 
     def _flush(self, moves: Iterable[tuple[str, str, bool]] = ()) -> None:
         moves, self._pending_index_moves = [*self._pending_index_moves, *moves], []

@@ -92,6 +92,7 @@ def run(settings: WatcherSettings) -> None:
         lambda full: engine.request_scan(VERIFY if full else "requested", full=full),
         engine.release_held,
         settings.amqp_ca_file,
+        on_recheck=engine.recheck,
     ).start()
     stop = threading.Event()
     started = time.time()
