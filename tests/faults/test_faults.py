@@ -124,6 +124,20 @@ def _slow_link(remote: RemoteView) -> Iterator[dict[str, str]]:
         proxy.close()
 
 
+def _mirrored_once_late_uploads_landed(stack: Stack, timeout: float) -> None:
+    """The remote mirrors the folder, and still does once an upload under an old name that ended
+    late would have landed."""
+    stack.wait_mirror(timeout)
+    time.sleep(3)
+    stack.wait_mirror(10)
+
+
+def _no_partial_left(remote: RemoteView) -> str:
+    """Asserts that no partial or open multipart upload is left; returns the remote's kind."""
+    assert not remote.partials(), "a partial or an open multipart upload was left"
+    return "sftp" if isinstance(remote, SftpRemote) else "s3"
+
+
 def _kill_at_40_percent(stack: Stack, uploader: Proc, progress_tap: EventTap) -> None:
     def far_enough() -> bool:
         done = [int(e.get("bytes_done") or 0) for e in progress_tap.of("progress", "huge.bin")]
@@ -192,12 +206,9 @@ def test_a_folder_and_a_file_renamed_mid_upload_arrive_under_their_new_names_and
         assert not progress_tap.of("done"), "an upload ended before the renames"
         os.rename(stack.watch / "shoot", stack.watch / "shoot-2026")
         os.rename(stack.watch / "alone.bin", stack.watch / "renamed.bin")
-        stack.wait_mirror(240)
-        time.sleep(3)  # an upload under an old name that ended late would show now
-        stack.wait_mirror(10)
-    assert not remote.partials(), "a partial or an open multipart upload was left"
+        _mirrored_once_late_uploads_landed(stack, 240)
+    kind = _no_partial_left(remote)
     assert not progress_tap.of("dead")
-    kind = "sftp" if isinstance(remote, SftpRemote) else "s3"
     report.row(f"folder and file renamed mid {size // MiB} MiB uploads ({kind})", 2, 0, 0, 0)
 
 
@@ -226,14 +237,34 @@ def test_a_file_renamed_mid_upload_whose_move_another_uploader_applied_first_lea
         wait_for(lambda: _consumers(stack.amqp_url) == 2, 30, interval=0.1, what="the second replica consuming")
         assert not progress_tap.of("done", "clip.bin"), "the upload ended before the rename"
         os.rename(stack.watch / "clip.bin", stack.watch / "clip-2026.bin")
-        stack.wait_mirror(120)
-        time.sleep(3)  # an upload under the old name that ended late would show now
-        stack.wait_mirror(10)
-    assert not remote.partials(), "a partial or an open multipart upload was left"
-    kind = "sftp" if isinstance(remote, SftpRemote) else "s3"
+        _mirrored_once_late_uploads_landed(stack, 120)
+    kind = _no_partial_left(remote)
     report.row(
         f"file renamed mid {size // MiB} MiB single-request upload, move on another replica ({kind})", 2, 0, 0, 0
     )
+
+
+def test_a_folder_renamed_while_its_file_is_sent_in_one_request_arrives_under_the_new_name_only(
+    stack: Stack, progress_tap: EventTap, remote: RemoteView, report: FaultReport
+) -> None:
+    """One uploader, two workers. One sends a file of a folder in a single request; the other
+    handles the folder's rename meanwhile, lists the old folder on the remote and finds nothing to
+    move (an S3 PUT shows nothing until it completes). The PUT then lands under the old folder.
+    The file must end up under the new folder only: before the sender told the watcher what it
+    left there, it stayed under the old name and never reached the new one."""
+    size = 60 * MiB  # about 6 s through the slow link; one PUT below the 100 MiB threshold
+    stack.start("watcher", SKYNET_SETTLE_MS="100")
+    with _slow_link(remote) as slow_env:
+        stack.start(
+            "uploader", "uploader-a", SKYNET_CONCURRENCY="2", SKYNET_S3_MULTIPART_THRESHOLD_MIB="100", **slow_env
+        )
+        (stack.watch / "shoot").mkdir()
+        write_random(stack.watch / "shoot" / "clip.bin", size)
+        wait_for(lambda: progress_tap.of("started", "shoot/clip.bin"), 60, interval=0.05, what="the upload under way")
+        os.rename(stack.watch / "shoot", stack.watch / "shoot-2026")
+        _mirrored_once_late_uploads_landed(stack, 120)
+    kind = _no_partial_left(remote)
+    report.row(f"folder renamed mid {size // MiB} MiB single-request upload, one uploader ({kind})", 1, 0, 0, 0)
 
 
 # ----------------------------------------------------------------------------- 2. broker restart

@@ -12,7 +12,7 @@ import pika
 
 from skynet.common.admin import request_rescan
 from skynet.common.broker import Publisher
-from skynet.common.messages import RecheckRequest, encode, encode_changed
+from skynet.common.messages import Generation, RecheckRequest, encode, encode_changed
 from skynet.common.topology import CONTROL_EXCHANGE, Topology, actions_queue, control_routing_key, recheck_routing_key
 from skynet.watcher.pump import OutboxPump
 from skynet.watcher.store import Store
@@ -229,8 +229,9 @@ def test_an_uploaders_recheck_request_resends_a_gone_files_delete_and_garbage_is
     tmp_path: Path, amqp_url: str
 ) -> None:
     """An uploader whose upload ended after its file was renamed or deleted asks the watcher to look
-    at the file again (``recheck.<source>``). The watcher sends a delete for a file that is gone, and
-    nothing for one that is there; a request it cannot read, or for another source, changes nothing."""
+    at the file again (``recheck.<source>``). The watcher sends the move for a file it holds under
+    another name, a delete for one that is gone, and nothing for one that is there; a request it
+    cannot read, or for another source, changes nothing."""
     stack = Stack(tmp_path, amqp_url, NoRemote())  # mirror mode
     try:
         write_old_files(stack.watch, ["here.txt"])
@@ -257,13 +258,18 @@ def test_an_uploaders_recheck_request_resends_a_gone_files_delete_and_garbage_is
             ch.basic_publish(CONTROL_EXCHANGE, key, encode(RecheckRequest(source="other", path="gone.txt")))
             ch.basic_publish(CONTROL_EXCHANGE, key, encode(RecheckRequest(source="default", path="here.txt")))
             ch.basic_publish(CONTROL_EXCHANGE, key, encode(RecheckRequest(source="default", path="d/gone.txt")))
+            st = (stack.watch / "here.txt").stat()
+            landed = Generation(size=st.st_size, mtime_ns=st.st_mtime_ns, inode=st.st_ino)
+            moved = RecheckRequest(source="default", path="old/here.txt", generation=landed)
+            ch.basic_publish(CONTROL_EXCHANGE, key, encode(moved))
         finally:
             conn.close()
-        wait_for(lambda: _depth(amqp_url) >= 1, 30, what="the delete sent again")
+        wait_for(lambda: _depth(amqp_url) >= 2, 30, what="the delete and the move sent again")
         time.sleep(1)
         actions = drain_actions(amqp_url)
-        assert [(a["type"], a["path"], a.get("generation")) for a in actions] == [
-            ("action.changed.v1", "d/gone.txt", None)
+        assert [(a["type"], a.get("path"), a.get("src"), a.get("generation")) for a in actions] == [
+            ("action.changed.v1", "d/gone.txt", None, None),
+            ("action.moved.v1", None, "old/here.txt", landed.model_dump()),
         ]
         log = watcher.text()
         assert log.count("recheck request ignored") == 3, log

@@ -52,7 +52,7 @@ GOOD: list[dict[str, Any]] = [
         FileEvent.make("failed", source="default", path="x/y", reason="boom", attempt=2),
         FileEvent.make("progress", source="default", path="x/y", size=10, bytes_done=4),
         WorkerHeartbeat(source="default", worker="w-1", role="uploader", active=1, capacity=4),
-        RecheckRequest(source="default", path="a/b.txt"),
+        RecheckRequest(source="default", path="a/b.txt", generation=Generation(size=3, mtime_ns=5, inode=7)),
     )
 ]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from skynet.uploader.reconcile import Decision, decide
 from skynet.uploader.storage.base import ProgressFn, UploadResult
 from skynet.uploader.storage.memory import MemoryBackend, MemoryStore
 from skynet.uploader.worker import Reconciler
+from tests.fixtures.common import wait_for
 
 
 @pytest.mark.parametrize(
@@ -50,7 +52,7 @@ class Rig:
         self.store = store if store is not None else MemoryStore()
         self.events: list[FileEvent] = []
         self.paused: list[RemoteUnavailable] = []
-        self.asked: list[str] = []  # the paths the watcher was asked to look at again
+        self.asked: list[tuple[str, Generation]] = []  # what the watcher was asked to look at again
         self.rec = Reconciler(
             source="default",
             worker="w1",
@@ -60,7 +62,7 @@ class Rig:
             mirror=mirror,
             on_remote_down=self.paused.append,
             progress_interval_s=progress_interval_s,
-            ask_watcher=self.asked.append,
+            ask_watcher=lambda path, landed: self.asked.append((path, landed)),
         )
 
     def send(self, action: PathChanged | PathMoved) -> str:
@@ -160,29 +162,56 @@ class _Meanwhile(MemoryBackend):
         return super().upload(path, local_file, generation, first_progress)
 
 
-def test_a_file_renamed_while_sent_whose_move_another_uploader_applied_first_is_deleted_again(
-    tmp_path: Path,
+@pytest.mark.parametrize("mirror", [True, False], ids=["mirror", "keep"])
+def test_a_file_renamed_while_sent_whose_move_another_uploader_applied_first_is_moved_again(
+    tmp_path: Path, mirror: bool
 ) -> None:
-    """An S3 PUT in flight leaves no trace: another replica handling the rename finds nothing to
-    move or delete, then the PUT lands under the old name. The uploader that sent it asks the
-    watcher to look at it again, and the delete the watcher sends again leaves only the new name."""
-    sender = Rig(tmp_path, backend=_Meanwhile)
-    other = Rig(tmp_path, store=sender.store)
+    """An S3 PUT in flight leaves no trace: another worker handling the rename finds nothing to
+    move, then the PUT lands under the old name. The uploader that sent it tells the watcher what
+    it left there, and the move the watcher sends again leaves only the new name (in both delete
+    modes: a rename is a rename)."""
+    sender = Rig(tmp_path, mirror=mirror, backend=_Meanwhile)
+    other = Rig(tmp_path, mirror=mirror, store=sender.store)
     (tmp_path / "clip.bin").write_bytes(b"c" * 100_000)
     hint = PathChanged(source="default", path="clip.bin", generation=gen(tmp_path / "clip.bin"))
+    move = PathMoved(source="default", src="clip.bin", dst="clip-2026.bin", generation=hint.generation)
 
     def renamed_and_moved_by_the_other() -> None:
         (tmp_path / "clip.bin").rename(tmp_path / "clip-2026.bin")
-        assert other.send(PathMoved(source="default", src="clip.bin", dst="clip-2026.bin")) == "ack"
+        assert other.send(move) == "ack"
 
     _Meanwhile.meanwhile = [renamed_and_moved_by_the_other]
     assert sender.send(hint) == "ack"
     assert set(sender.store.files) == {"clip.bin", "clip-2026.bin"}  # landed after the move
-    assert sender.asked == ["clip.bin"]
+    assert sender.asked == [("clip.bin", hint.generation)]
     assert sender.states("clip.bin")[-1] == "skipped"
-    # The watcher's answer: the delete, sent again (no generation: "it is gone").
-    assert other.send(PathChanged(source="default", path="clip.bin")) == "ack"
+    sent = sender.store.bytes_sent
+    # The watcher's answer: the move, sent again. The remote's old name holds the new name's
+    # generation, so it is a move on the remote, not a third upload.
+    assert other.send(move.model_copy(update={"id": "again"})) == "ack"
     assert set(sender.store.files) == {"clip-2026.bin"}
+    assert sender.store.bytes_sent == sent
+
+
+def test_a_second_worker_that_waited_for_the_first_one_sending_the_same_file_sends_nothing(tmp_path: Path) -> None:
+    """Two actions for one file at once in one uploader (a folder's move and a rename sent again,
+    say): the second waits for the first one's transfer, then finds the file there."""
+    rig = Rig(tmp_path, backend=_Meanwhile)
+    (tmp_path / "clip.bin").write_bytes(b"c" * 300_000)
+    second: list[str] = []
+
+    def second_worker_waiting() -> None:
+        worker = threading.Thread(
+            target=lambda: second.append(rig.send(PathChanged(source="default", path="clip.bin")))
+        )
+        worker.start()
+        wait_for(lambda: rig.rec._path_locks["clip.bin"].users == 2, 10, what="the second worker waiting")
+
+    _Meanwhile.meanwhile = [second_worker_waiting]
+    assert rig.send(PathChanged(source="default", path="clip.bin")) == "ack"
+    wait_for(lambda: second == ["ack"], 10, what="the second worker done")
+    assert rig.store.uploads == 1
+    assert rig.states("clip.bin") == ["started", "done", "skipped"]
 
 
 def test_a_file_deleted_while_its_upload_failed_asks_the_watcher_nothing(tmp_path: Path) -> None:
@@ -202,7 +231,7 @@ def test_a_file_deleted_while_its_upload_failed_asks_the_watcher_nothing(tmp_pat
     sender = Rig(tmp_path, store=rig.store, backend=_Meanwhile)
     assert sender.send(hint) == "ack"
     assert sender.states("doc.txt")[-1] == "skipped"
-    assert sender.asked == []
+    assert sender.asked == []  # nothing of ours landed: the watcher's own delete takes care of it
     assert rig.store.read("doc.txt") == b"v1"
 
 

@@ -1,36 +1,47 @@
 """The watcher answering an uploader's recheck request (the gate on its own: real folder, real
 SQLite, no broker).
 
-An uploader whose upload of a file completed after the file was renamed or deleted asks the
-watcher to look at it again: the rename or delete may have been applied, by another uploader, to
-a remote that did not hold the file yet. The watcher sends the delete again when the file is gone,
-through the same safety rules as any delete, and does nothing when it is there or its own change
-is still to come.
+An uploader whose upload of a file completed after the file (or its folder) was renamed or
+deleted asks the watcher to look at it again: the rename or delete may have been applied, by
+another worker, to a remote that did not hold the file yet. When the file is gone, the watcher
+sends the move again if it holds the uploaded generation under another path, else the delete
+(mirror mode, through the same safety rules as any delete); it does nothing when the file is there
+or its own change is still to come.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from skynet.common.messages import PathChanged
+import pytest
+
+from skynet.common.messages import Generation, PathChanged, PathMoved
 from skynet.watcher.store import Store
 from tests.fixtures.common import wait_for
 from tests.fixtures.gate import Gate, outbox, running_gate, written
 
 
-def after_a_marker(gate: Gate) -> list[tuple[str, bool]]:
-    """What the gate published once a marker file written after the requests is published: the
-    gate handles its queue in order, so the requests were handled by then. (path, is a delete)"""
+def after_a_marker(gate: Gate) -> list[str]:
+    """What the gate published once a marker file written after the requests is published (the
+    gate handles its queue in order, so the requests were handled by then): "delete P" or
+    "move S -> D"."""
     engine, store, watch = gate
     (watch / "marker.bin").write_bytes(b"m")
     written(engine, watch / "marker.bin")
     wait_for(lambda: any(getattr(a, "path", "") == "marker.bin" for a in outbox(store)), 10, what="the marker")
     found = []
     for action in outbox(store):
-        assert isinstance(action, PathChanged)
-        if action.path != "marker.bin":
-            found.append((action.path, action.generation is None))
-    return found
+        if isinstance(action, PathMoved):
+            found.append(f"move {action.src} -> {action.dst}")
+        elif isinstance(action, PathChanged) and action.path != "marker.bin":
+            assert action.generation is None, action
+            found.append(f"delete {action.path}")
+    return sorted(found)
+
+
+def generation(path: Path) -> Generation:
+    st = path.stat()
+    return Generation(size=st.st_size, mtime_ns=st.st_mtime_ns, inode=st.st_ino)
 
 
 def sent_all(store: Store) -> None:
@@ -45,10 +56,26 @@ def test_a_file_gone_here_is_deleted_again_and_one_still_here_is_left_alone(tmp_
         written(engine, watch / "still-here.bin")
         wait_for(lambda: len(outbox(store)) == 1, 10, what="the file published")
         sent_all(store)
-        engine.recheck("renamed-away.bin")  # gone, and the watcher sent its move long ago
-        engine.recheck("still-here.bin")
-        engine.recheck("sub/never-seen.bin")  # its folder is gone too
-        assert sorted(after_a_marker(gate)) == [("renamed-away.bin", True), ("sub/never-seen.bin", True)]
+        engine.recheck("deleted.bin", Generation(size=3, mtime_ns=1, inode=99))  # a generation held nowhere
+        engine.recheck("still-here.bin", generation(watch / "still-here.bin"))
+        engine.recheck("sub/never-seen.bin", None)  # its folder is gone too
+        assert after_a_marker(gate) == ["delete deleted.bin", "delete sub/never-seen.bin"]
+
+
+@pytest.mark.parametrize("mode", ["mirror", "keep"])
+def test_a_file_the_index_holds_under_another_name_is_moved_again_in_either_mode(tmp_path: Path, mode: str) -> None:
+    """A folder renamed while its file was being sent: the upload landed under the old folder, and
+    the folder's move, applied before, never took the file along. The watcher holds the file's
+    generation under the new folder: the move is sent again."""
+    with running_gate(tmp_path, delete_mode=mode) as gate:
+        engine, store, watch = gate
+        (watch / "shoot-2026").mkdir()
+        (watch / "shoot-2026" / "clip.bin").write_bytes(b"c" * 5000)
+        written(engine, watch / "shoot-2026" / "clip.bin")
+        wait_for(lambda: len(outbox(store)) == 1, 10, what="the file published")
+        sent_all(store)
+        engine.recheck("shoot/clip.bin", generation(watch / "shoot-2026" / "clip.bin"))
+        assert after_a_marker(gate) == ["move shoot/clip.bin -> shoot-2026/clip.bin"]
 
 
 def test_a_file_whose_own_delete_is_still_to_come_is_left_to_it(tmp_path: Path) -> None:
@@ -59,14 +86,15 @@ def test_a_file_whose_own_delete_is_still_to_come_is_left_to_it(tmp_path: Path) 
         written(engine, f)
         wait_for(lambda: len(outbox(store)) == 1, 10, what="the file published")
         sent_all(store)
+        landed = generation(f)
         f.unlink()  # inotify's word of it has not reached the gate yet
-        engine.recheck("going.bin")
+        engine.recheck("going.bin", landed)
         assert after_a_marker(gate) == []
 
 
 def test_keep_mode_sends_no_delete(tmp_path: Path) -> None:
     with running_gate(tmp_path, delete_mode="keep") as gate:
-        gate[0].recheck("gone.bin")
+        gate[0].recheck("gone.bin", None)
         assert after_a_marker(gate) == []
 
 
@@ -74,8 +102,8 @@ def test_a_recheck_delete_counts_towards_the_burst_threshold_and_is_held_over_it
     with running_gate(tmp_path, delete_mode="mirror", delete_threshold=2, delete_window_s=60) as gate:
         engine, store, _watch = gate
         for name in ("one.bin", "two.bin", "three.bin"):
-            engine.recheck(name)
-        assert sorted(after_a_marker(gate)) == [("one.bin", True), ("two.bin", True)]
+            engine.recheck(name, None)
+        assert after_a_marker(gate) == ["delete one.bin", "delete two.bin"]
         assert [path for path, _action, _reason in store.held()] == ["three.bin"]
-        engine.recheck("three.bin")  # asked again while held: still held, not sent
-        assert sorted(after_a_marker(gate)) == [("one.bin", True), ("two.bin", True)]
+        engine.recheck("three.bin", None)  # asked again while held: still held, not sent
+        assert after_a_marker(gate) == ["delete one.bin", "delete two.bin"]

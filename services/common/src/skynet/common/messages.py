@@ -204,17 +204,19 @@ Event = FileEvent | WorkerHeartbeat
 
 
 class RecheckRequest(_Message):
-    """An uploader's file reached the remote after it was gone from the watched folder.
+    """An uploader's upload of ``path`` reached the remote after the file was gone from there.
 
-    Its upload was under way when the file was renamed or deleted, and another uploader applied
-    that rename or delete first, while the remote did not have the file yet (an S3 PUT leaves no
-    trace until it is complete). The watcher answers by sending the path's delete again, through
-    its delete safety rules. Published on the control exchange, routing key
-    ``recheck.<source>``; only ``mirror`` mode sends it.
+    The upload was under way when the file (or its folder) was renamed or deleted, and that
+    rename or delete may have been applied first, by another worker, while the remote did not
+    have the file yet (an S3 PUT leaves no trace until it is complete). ``generation``: what the
+    upload left on the remote. The watcher answers with the move again when it holds that
+    generation under another path, else, in ``mirror`` mode, with the delete (through its
+    delete safety rules). Published on the control exchange, routing key ``recheck.<source>``.
     """
 
     type: Literal["control.recheck.v1"] = "control.recheck.v1"
     path: str
+    generation: Generation | None = None
 
     _v = field_validator("path")(_check_path)
 

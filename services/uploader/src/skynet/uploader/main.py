@@ -122,7 +122,7 @@ def run(settings: UploaderSettings) -> None:
         on_remote_down=on_remote_down,
         progress_interval_s=settings.progress_interval_s,
         max_file_size=settings.max_file_size,
-        ask_watcher=lambda path: sink.emit(RecheckRequest(source=settings.source, path=path)),
+        ask_watcher=lambda path, gen: sink.emit(RecheckRequest(source=settings.source, path=path, generation=gen)),
     )
 
     def on_dead(d: Delivery, reason: str, attempts: int) -> None:

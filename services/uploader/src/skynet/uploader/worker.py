@@ -101,10 +101,11 @@ class Reconciler:
         on_remote_down: Callable[[RemoteUnavailable], None],
         progress_interval_s: float = 0.5,
         max_file_size: int = 0,
-        ask_watcher: Callable[[str], None] | None = None,
+        ask_watcher: Callable[[str, Generation], None] | None = None,
     ) -> None:
         self.source = source
-        # Asks the watcher to look at a path again (a RecheckRequest); see _file.
+        # Asks the watcher to look at a path again, telling it what the remote holds there (a
+        # RecheckRequest); see _file.
         self._ask_watcher = ask_watcher
         self.max_file_size = max_file_size  # 0: no limit of our own (the target may still refuse)
         self.worker = worker
@@ -125,14 +126,18 @@ class Reconciler:
     # ------------------------------------------------------------------ plumbing
 
     @contextlib.contextmanager
-    def _path_lock(self, path: str) -> Iterator[None]:
-        """One transfer per path at a time in this process (replicas reconcile, see DESIGN.md)."""
+    def _path_lock(self, path: str) -> Iterator[bool]:
+        """One transfer per path at a time in this process (replicas reconcile, see DESIGN.md).
+
+        Yields whether another worker had the path when this one asked: its work may have made
+        this one's unnecessary."""
         with self._lock:
             entry = self._path_locks.setdefault(path, _PathLock())
             entry.users += 1
+            contended = entry.users > 1
         try:
             with entry.lock:
-                yield
+                yield contended
         finally:
             with self._lock:
                 entry.users -= 1
@@ -261,7 +266,7 @@ class Reconciler:
         backend = self.backend()
         # Forced with a generation: the watcher saw the bytes change under an unchanged generation.
         rewritten = force and hinted
-        landed_stale = False  # an upload of ours completed after the file had changed or gone
+        landed: Generation | None = None  # what an upload of ours left there after the file changed or went
         for _chase in range(MAX_CHASES):
             local = self.folder.generation(path)
             blind = local is not None and (force or (hinted and local.size <= BLIND_UPLOAD_MAX))
@@ -291,6 +296,19 @@ class Reconciler:
                     log.info("%r vanished before it could be uploaded; nothing to do", path)
                     self.event("skipped", path, reason="vanished before upload (gone locally and remotely)")
                 return
+            gone = local is None and decision in (Decision.DELETE, Decision.KEEP) and not confirmed
+            if gone and landed is not None and self._ask_watcher is not None:
+                # Our upload put it there after it went. Had it gone by a rename, or a delete,
+                # that another worker applied while our upload was still on its way (an S3 PUT
+                # shows nothing until it completes), the remote would keep it under this name,
+                # and, for a folder renamed, never get it under the new one. The watcher knows
+                # where it went: it answers with the move again, or the delete (mirror mode).
+                log.info("%r reached the remote after it was renamed or deleted: asking the watcher", path)
+                self._ask_watcher(path, landed)
+                self.event(
+                    "skipped", path, reason="renamed or deleted while being sent; the watcher is asked where it went"
+                )
+                return
             if decision is Decision.KEEP:
                 self.event("skipped", path, reason="deleted locally; kept on the remote (delete mode keep)")
                 return
@@ -298,18 +316,6 @@ class Reconciler:
                 # The action said the file was there: it went since. Whether its delete may be
                 # applied is the watcher's call (a burst of deletes over the threshold is held),
                 # and the watcher sends that delete as an action of its own.
-                if landed_stale and self._ask_watcher is not None:
-                    # But our upload put it there after it went, and that delete (or the rename)
-                    # may already have been applied, by another uploader, to a remote that did
-                    # not have it yet: the watcher is asked to send it again.
-                    log.info("%r reached the remote after it was renamed or deleted: asking the watcher", path)
-                    self._ask_watcher(path)
-                    self.event(
-                        "skipped",
-                        path,
-                        reason="renamed or deleted while being sent; the watcher is asked to delete it from the remote",
-                    )
-                    return
                 log.info("%r is gone locally since it was queued; its delete is left to the watcher", path)
                 self.event("skipped", path, reason="gone locally since it was queued; the watcher sends its delete")
                 return
@@ -332,22 +338,21 @@ class Reconciler:
                 rewritten = False
                 with self._path_lock(path):
                     backend.cleanup(path)
-            outcome = self._upload(backend, path, local, action_id)
+            outcome = self._upload(backend, path, local, action_id, forced=force)
             if outcome is Sent.DONE:
                 return
-            landed_stale = landed_stale or outcome is Sent.LANDED_STALE
+            if outcome is Sent.LANDED_STALE:
+                landed = local
             force = True  # it changed while we sent it: send it again, whatever the remote says
         raise TransientError(f"{path!r} keeps changing; will try again later")
 
-    def _upload(self, backend: Backend, path: str, gen: Generation, action_id: str | None) -> Sent:
+    def _upload(self, backend: Backend, path: str, gen: Generation, action_id: str | None, forced: bool) -> Sent:
         """Upload one generation, and say whether the local file was unchanged throughout."""
         if self._cancel.is_set():
             raise TransferCancelled(f"not starting {path!r}: the uploader is stopping")
-        started = time.monotonic()
-        self.event("started", path, size=gen.size, action_id=action_id)
         # Ticks only every progress interval: none at 0 ("started" says it) and none at the end
         # ("done" says it), so a transfer shorter than the interval costs two events, not three.
-        last = [started]
+        last = [0.0]
 
         def progress(done: int) -> None:
             if self._cancel.is_set():
@@ -358,7 +363,11 @@ class Reconciler:
                 self.event("progress", path, size=gen.size, bytes_done=done)
 
         try:
-            with self._path_lock(path):
+            with self._path_lock(path) as waited:
+                if waited and not forced and self._sent_meanwhile(backend, path, gen):
+                    return Sent.DONE
+                started = last[0] = time.monotonic()
+                self.event("started", path, size=gen.size, action_id=action_id)
                 result = backend.upload(path, self.folder.path(path), gen, progress)
         except (LocalFileError, PermanentError, TransientError) as exc:
             if isinstance(exc, (RemoteUnavailable, TransferCancelled)):
@@ -392,6 +401,15 @@ class Reconciler:
             action_id=action_id,
         )
         return Sent.DONE
+
+    def _sent_meanwhile(self, backend: Backend, path: str, gen: Generation) -> bool:
+        """Did the worker that had ``path`` before us send this very generation? (Two actions
+        for one file at once: a folder's move and a rename sent again, say.)"""
+        remote = backend.stat(path)
+        if remote is None or not backend.matches(remote, gen):
+            return False
+        self.event("skipped", path, size=gen.size, reason="already up to date (sent meanwhile by another worker)")
+        return True
 
     # ------------------------------------------------------------------ moves and folders
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from skynet.common.broker import connect, reconnect_forever
 from skynet.common.errors import BrokerUnavailable, InvalidMessage
-from skynet.common.messages import decode_recheck
+from skynet.common.messages import Generation, decode_recheck
 from skynet.common.topology import (
     CONTROL_EXCHANGE,
     Topology,
@@ -34,7 +34,7 @@ class ControlListener:
         on_rescan: Callable[[bool], None],
         on_release: Callable[[], None],
         ca_file: str | None = None,
-        on_recheck: Callable[[str], None] | None = None,
+        on_recheck: Callable[[str, Generation | None], None] | None = None,
     ) -> None:
         self._url = url
         self._topology = topology
@@ -109,7 +109,7 @@ class ControlListener:
             return
         log.info("an uploader asks for %r to be looked at again", request.path)
         assert self._on_recheck is not None
-        self._on_recheck(request.path)
+        self._on_recheck(request.path, request.generation)
 
 
 def wants_full_scan(body: bytes) -> bool:

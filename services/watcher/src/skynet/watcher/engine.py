@@ -115,6 +115,7 @@ class Release:
 @dataclass(frozen=True)
 class Recheck:
     path: str  # validated (a RecheckRequest's)
+    gen: GenTuple | None  # what the remote holds there
 
 
 def _gen(t: GenTuple) -> Generation:
@@ -194,9 +195,9 @@ class Engine:
     def release_held(self) -> None:
         self.queue.put(Release())
 
-    def recheck(self, path: str) -> None:
+    def recheck(self, path: str, gen: Generation | None) -> None:
         """An uploader's upload of ``path`` completed after the file had gone (see ``RecheckRequest``)."""
-        self.queue.put(Recheck(path))
+        self.queue.put(Recheck(path, None if gen is None else (gen.size, gen.mtime_ns, gen.inode)))
 
     def run(self) -> None:
         """The gate loop; returns after :meth:`stop`."""
@@ -308,7 +309,7 @@ class Engine:
         elif isinstance(item, Release):
             self._release()
         elif isinstance(item, Recheck):
-            self._recheck(item.path)
+            self._recheck(item.path, item.gen)
 
     def _rel(self, full: str) -> str | None:
         try:
@@ -628,14 +629,15 @@ class Engine:
         if self.mirror:
             self._pending_actions.append((rel, PathChanged(source=self.source, path=rel)))
 
-    def _recheck(self, rel: str) -> None:
-        """Send the delete of ``rel`` again if it is gone: an uploader's upload of it reached the
-        remote after it went, possibly after its delete (or rename) had been applied there. The
-        delete goes through the safety rules like any other."""
-        if not self.mirror or self.rules.ignored(rel) or rel in self._held_paths:
+    def _recheck(self, rel: str, gen: GenTuple | None) -> None:
+        """An uploader's upload of ``rel`` (leaving ``gen`` on the remote) reached the remote after
+        the file went, possibly after its rename or delete had been applied there. If it is gone,
+        send that again: the move, when the index holds ``gen`` under another path, else the
+        delete, which goes through the safety rules like any other."""
+        if self.rules.ignored(rel) or rel in self._held_paths:
             return
         if rel in self.index or rel in self.coalescer:
-            return  # its change or delete is still to come from here
+            return  # its change, move or delete is still to come from here
         try:
             os.lstat(local_path(self.root, rel))
             return  # there again: sent as any file is
@@ -644,7 +646,12 @@ class Engine:
         except OSError as exc:
             log.warning("cannot look at %r again: %s", rel, exc)
             return
-        if not self._deletes_allowed(1, rel):
+        dst = None if gen is None else self.index.path_of(gen)
+        if gen is not None and dst is not None:
+            log.info("%r is %r moved: the move is sent again (an upload of it ended after it went)", dst, rel)
+            self._pending_actions.append((dst, PathMoved(source=self.source, src=rel, dst=dst, generation=_gen(gen))))
+            return
+        if not self.mirror or not self._deletes_allowed(1, rel):
             return
         log.info("%r is gone: its delete is sent again (an upload of it ended after it went)", rel)
         self._pending_actions.append((rel, PathChanged(source=self.source, path=rel)))
