@@ -296,8 +296,8 @@ class Reconciler:
                     log.info("%r vanished before it could be uploaded; nothing to do", path)
                     self.event("skipped", path, reason="vanished before upload (gone locally and remotely)")
                 return
-            gone = local is None and decision in (Decision.DELETE, Decision.KEEP) and not confirmed
-            if gone and landed is not None and self._ask_watcher is not None:
+            # Past this point a file gone locally is on the remote (DELETE or KEEP).
+            if local is None and landed is not None and not confirmed and self._ask_watcher is not None:
                 # Our upload put it there after it went. Had it gone by a rename, or a delete,
                 # that another worker applied while our upload was still on its way (an S3 PUT
                 # shows nothing until it completes), the remote would keep it under this name,
