@@ -16,9 +16,8 @@ from pathlib import Path
 import pytest
 
 from skynet.common.messages import Generation, PathChanged, PathMoved
-from skynet.watcher.store import Store
 from tests.fixtures.common import wait_for
-from tests.fixtures.gate import Gate, outbox, running_gate, written
+from tests.fixtures.gate import Gate, outbox, published_and_sent, running_gate, written
 
 
 def after_a_marker(gate: Gate) -> list[str]:
@@ -44,21 +43,15 @@ def generation(path: Path) -> Generation:
     return Generation(size=st.st_size, mtime_ns=st.st_mtime_ns, inode=st.st_ino)
 
 
-def sent_all(store: Store) -> None:
-    """The pump's part: every outbox row is on the broker."""
-    store.confirmed(store.pending(100))
-
-
 def test_a_file_gone_here_is_deleted_again_and_one_still_here_is_left_alone(tmp_path: Path) -> None:
     with running_gate(tmp_path, delete_mode="mirror") as gate:
-        engine, store, watch = gate
-        (watch / "still-here.bin").write_bytes(b"s")
-        written(engine, watch / "still-here.bin")
-        wait_for(lambda: len(outbox(store)) == 1, 10, what="the file published")
-        sent_all(store)
+        engine = gate[0]
+        still_here = published_and_sent(gate, "still-here.bin")
         engine.recheck("deleted.bin", Generation(size=3, mtime_ns=1, inode=99))  # a generation held nowhere
-        engine.recheck("still-here.bin", generation(watch / "still-here.bin"))
+        engine.recheck("still-here.bin", generation(still_here))
         engine.recheck("sub/never-seen.bin", None)  # its folder is gone too
+        (gate[2] / "unheard.bin").write_bytes(b"u")  # on the disk, inotify's word of it not in yet
+        engine.recheck("unheard.bin", None)
         assert after_a_marker(gate) == ["delete deleted.bin", "delete sub/never-seen.bin"]
 
 
@@ -68,27 +61,17 @@ def test_a_file_the_index_holds_under_another_name_is_moved_again_in_either_mode
     the folder's move, applied before, never took the file along. The watcher holds the file's
     generation under the new folder: the move is sent again."""
     with running_gate(tmp_path, delete_mode=mode) as gate:
-        engine, store, watch = gate
-        (watch / "shoot-2026").mkdir()
-        (watch / "shoot-2026" / "clip.bin").write_bytes(b"c" * 5000)
-        written(engine, watch / "shoot-2026" / "clip.bin")
-        wait_for(lambda: len(outbox(store)) == 1, 10, what="the file published")
-        sent_all(store)
-        engine.recheck("shoot/clip.bin", generation(watch / "shoot-2026" / "clip.bin"))
+        clip = published_and_sent(gate, "shoot-2026/clip.bin", b"c" * 5000)
+        gate[0].recheck("shoot/clip.bin", generation(clip))
         assert after_a_marker(gate) == ["move shoot/clip.bin -> shoot-2026/clip.bin"]
 
 
 def test_a_file_whose_own_delete_is_still_to_come_is_left_to_it(tmp_path: Path) -> None:
     with running_gate(tmp_path, delete_mode="mirror") as gate:
-        engine, store, watch = gate
-        f = watch / "going.bin"
-        f.write_bytes(b"g")
-        written(engine, f)
-        wait_for(lambda: len(outbox(store)) == 1, 10, what="the file published")
-        sent_all(store)
+        f = published_and_sent(gate, "going.bin")
         landed = generation(f)
         f.unlink()  # inotify's word of it has not reached the gate yet
-        engine.recheck("going.bin", landed)
+        gate[0].recheck("going.bin", landed)
         assert after_a_marker(gate) == []
 
 

@@ -599,14 +599,7 @@ class Engine:
         rename keeps (see :mod:`skynet.watcher.vanished`). A copy or a second hard link, whose
         first path is still there, is a new file."""
         src = self.index.path_of(gen)
-        if src is None or src == dst:
-            return False
-        try:
-            os.lstat(local_path(self.root, src))
-            return False
-        except (FileNotFoundError, NotADirectoryError):
-            pass  # gone, or its folder replaced by a file
-        except OSError:
+        if src is None or src == dst or not self._surely_gone(src):
             return False
         self._vanished.forget(src)
         self.coalescer.forget(src)
@@ -617,6 +610,17 @@ class Engine:
         if self._reported:
             self._forget_report(dst)
         return True
+
+    def _surely_gone(self, rel: str) -> bool:
+        """Is ``rel`` gone from the disk (or its folder replaced by a file)? An lstat failing for
+        another reason proves nothing: no."""
+        try:
+            os.lstat(local_path(self.root, rel))
+        except (FileNotFoundError, NotADirectoryError):
+            return True
+        except OSError as exc:
+            log.warning("cannot tell whether %r is still there: %s", rel, exc)
+        return False
 
     def _deleted(self, rel: str) -> None:
         self._vanished.forget(rel)
@@ -638,14 +642,8 @@ class Engine:
             return
         if rel in self.index or rel in self.coalescer:
             return  # its change, move or delete is still to come from here
-        try:
-            os.lstat(local_path(self.root, rel))
-            return  # there again: sent as any file is
-        except (FileNotFoundError, NotADirectoryError):
-            pass
-        except OSError as exc:
-            log.warning("cannot look at %r again: %s", rel, exc)
-            return
+        if not self._surely_gone(rel):
+            return  # there again, sent as any file is, or not to be judged now
         dst = None if gen is None else self.index.path_of(gen)
         if gen is not None and dst is not None:
             log.info("%r is %r moved: the move is sent again (an upload of it ended after it went)", dst, rel)
