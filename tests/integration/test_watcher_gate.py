@@ -12,8 +12,16 @@ import pika
 
 from skynet.common.admin import request_rescan
 from skynet.common.broker import Publisher
+from skynet.common.events import EventSink
 from skynet.common.messages import Generation, RecheckRequest, encode, encode_changed
-from skynet.common.topology import CONTROL_EXCHANGE, Topology, actions_queue, control_routing_key, recheck_routing_key
+from skynet.common.topology import (
+    CONTROL_EXCHANGE,
+    Topology,
+    actions_queue,
+    control_routing_key,
+    recheck_queue,
+    recheck_routing_key,
+)
 from skynet.watcher.pump import OutboxPump
 from skynet.watcher.store import Store
 from tests.e2e.harness import EventTap, NoRemote, Stack
@@ -274,6 +282,42 @@ def test_an_uploaders_recheck_request_resends_a_gone_files_delete_and_garbage_is
         log = watcher.text()
         assert log.count("recheck request ignored") == 3, log
         assert watcher.alive()
+    finally:
+        stack.stop_all()
+
+
+def test_recheck_requests_sent_while_the_watcher_is_down_are_answered_when_it_is_back(
+    tmp_path: Path, amqp_url: str
+) -> None:
+    """A recheck request may stand for a file missing on the remote under its new name (its folder
+    renamed while it was sent), which the watcher's restart scan cannot find: the file is as the
+    watcher published it. The request waits in the source's recheck queue for the watcher."""
+    stack = Stack(tmp_path, amqp_url, NoRemote())  # mirror mode
+    try:
+        write_old_files(stack.watch, ["shoot-2026/clip.bin"])
+        first = stack.start("watcher")
+        wait_for(lambda: _depth(amqp_url) == 1, 30, what="the file's action")
+        drain_actions(amqp_url)
+        first.kill(signal.SIGTERM)
+        st = (stack.watch / "shoot-2026" / "clip.bin").stat()
+        landed = Generation(size=st.st_size, mtime_ns=st.st_mtime_ns, inode=st.st_ino)
+        sink = EventSink(amqp_url, Topology("default"), name="an-uploader").start()  # the uploader's way
+        sink.emit(RecheckRequest(source="default", path="shoot/clip.bin", generation=landed))
+        sink.emit(RecheckRequest(source="default", path="gone.bin"))
+        sink.close()
+        assert sink.pending == 0
+        assert queue_depth(amqp_url, recheck_queue("default")) == 2
+        again = stack.start("watcher", "watcher-again")
+        wait_for(lambda: _depth(amqp_url) >= 2, 30, what="the move and the delete sent again")
+        time.sleep(1)
+        actions = drain_actions(amqp_url)
+        assert sorted((a["type"], a.get("path"), a.get("src"), a.get("dst")) for a in actions) == [
+            ("action.changed.v1", "gone.bin", None, None),
+            ("action.moved.v1", None, "shoot/clip.bin", "shoot-2026/clip.bin"),
+        ]
+        assert again.alive()
+        again.kill(signal.SIGTERM)  # a request it had not acknowledged would be back in the queue
+        assert queue_depth(amqp_url, recheck_queue("default")) == 0, "a request handled was not acknowledged"
     finally:
         stack.stop_all()
 

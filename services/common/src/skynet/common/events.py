@@ -53,7 +53,7 @@ class EventSink:
     ) -> None:
         def declare(ch: Any) -> None:
             topology.declare_events(ch)
-            topology.declare_control(ch)
+            topology.declare_rechecks(ch)
 
         self._publisher = Publisher(url, name=f"{name}-events", declare=declare, ca_file=ca_file, batched=True)
         self._buffer: collections.deque[Sendable] = collections.deque()
@@ -179,8 +179,15 @@ def start_heartbeats(
 
 def _outgoing(event: Sendable) -> Outgoing:
     if isinstance(event, RecheckRequest):
-        # Not worth keeping: the watcher that would act on it listens on an exclusive queue.
-        return Outgoing(CONTROL_EXCHANGE, recheck_routing_key(event.source), encode(event), persistent=False)
+        # Kept, like the lifecycle events: it waits in its queue for a watcher that is down.
+        return Outgoing(
+            CONTROL_EXCHANGE,
+            recheck_routing_key(event.source),
+            encode(event),
+            persistent=True,
+            message_id=event.id,
+            message_type=event.type,
+        )
     routing_key = event.type
     return Outgoing(
         EVENTS_EXCHANGE,

@@ -9,6 +9,13 @@ queue with ``x-skynet-reason`` and ``x-skynet-attempts`` headers.
 Events go through the topic exchange ``skynet.events``; the routing key is the event's type.
 Lifecycle events (``file.*``, ``worker.*``) land in the durable ``skynet.events`` queue; progress
 ticks (``progress.*``) land in ``skynet.progress``, bounded, dropping the oldest.
+
+Requests to a watcher go through the topic exchange ``skynet.control``. An admin's (rescan,
+release) reach only a running watcher, through its exclusive queue: with none running the admin is
+told so. An uploader's recheck requests land in the source's durable ``skynet.recheck.<source>``
+queue, bounded, which keeps them while the watcher is down: each may stand for a file missing under
+its new name on the remote, which the watcher's restart scan, comparing the folder with what it
+published, would not find.
 """
 
 from __future__ import annotations
@@ -44,6 +51,13 @@ def dead_queue(source: str) -> str:
 
 def retry_queue(source: str, step: int) -> str:
     return f"skynet.retry.{source}.{step}"
+
+
+def recheck_queue(source: str) -> str:
+    return f"skynet.recheck.{source}"
+
+
+RECHECK_QUEUE_MAX = 10_000  # requests kept for a watcher that is down; the oldest go first
 
 
 def control_routing_key(source: str) -> str:
@@ -127,8 +141,19 @@ class Topology:
     def declare_control(self, ch: _Channel) -> None:
         ch.exchange_declare(exchange=CONTROL_EXCHANGE, exchange_type="topic", durable=True)
 
+    def declare_rechecks(self, ch: _Channel) -> None:
+        """The control exchange and the source's recheck queue (uploaders → its watcher)."""
+        self.declare_control(ch)
+        queue = recheck_queue(self.source)
+        ch.queue_declare(
+            queue=queue,
+            durable=True,
+            arguments=self._args(**{"x-max-length": RECHECK_QUEUE_MAX, "x-overflow": "drop-head"}),
+        )
+        ch.queue_bind(queue=queue, exchange=CONTROL_EXCHANGE, routing_key=recheck_routing_key(self.source))
+
     def declare_all(self, ch: _Channel) -> None:
         self.declare_actions(ch)
         self.declare_retries(ch)
         self.declare_events(ch)
-        self.declare_control(ch)
+        self.declare_rechecks(ch)

@@ -16,7 +16,7 @@ from skynet.common.topology import (
     CONTROL_EXCHANGE,
     Topology,
     control_routing_key,
-    recheck_routing_key,
+    recheck_queue,
     release_routing_key,
 )
 
@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 
 
 class ControlListener:
-    """Consumes ``rescan.<source>``, ``release.<source>`` and ``recheck.<source>`` from the control exchange."""
+    """Consumes ``rescan.<source>`` and ``release.<source>`` from the control exchange, and the
+    source's recheck queue (``recheck.<source>``)."""
 
     def __init__(
         self,
@@ -69,12 +70,11 @@ class ControlListener:
         try:
             ch = conn.channel()
             self._topology.declare_control(ch)
+            # An admin's requests reach only a running watcher: with none, the admin is told.
             queue = ch.queue_declare(queue="", exclusive=True, auto_delete=True).method.queue
             source = self._topology.source
             ch.queue_bind(queue=queue, exchange=CONTROL_EXCHANGE, routing_key=control_routing_key(source))
             ch.queue_bind(queue=queue, exchange=CONTROL_EXCHANGE, routing_key=release_routing_key(source))
-            if self._on_recheck is not None:
-                ch.queue_bind(queue=queue, exchange=CONTROL_EXCHANGE, routing_key=recheck_routing_key(source))
 
             def on_message(_ch: object, method: object, _props: object, body: bytes) -> None:
                 key = str(getattr(method, "routing_key", ""))
@@ -83,14 +83,22 @@ class ControlListener:
                     log.info("control request %s%s", key, " (full: every file checked on the remote)" if full else "")
                     self._on_rescan(full)
                     return
-                if key.startswith("recheck."):
-                    self._recheck(body)
-                    return
                 log.info("control request %s", key)
                 if key.startswith("release."):
                     self._on_release()
 
             ch.basic_consume(queue, on_message, auto_ack=True)
+            if self._on_recheck is not None:
+                # An uploader's wait in a durable queue for a watcher that is down; each is acked
+                # once handed to the engine, whose answer goes through the outbox.
+                self._topology.declare_rechecks(ch)
+
+                def on_recheck(_ch: object, method: object, _props: object, body: bytes) -> None:
+                    self._recheck(body)
+                    ch.basic_ack(getattr(method, "delivery_tag", 0))
+
+                ch.basic_qos(prefetch_count=100)
+                ch.basic_consume(recheck_queue(source), on_recheck, auto_ack=False)
             while not self._stop.is_set():
                 conn.process_data_events(time_limit=0.5)
         finally:
