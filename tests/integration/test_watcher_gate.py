@@ -24,7 +24,7 @@ from skynet.common.topology import (
 )
 from skynet.watcher.pump import OutboxPump
 from skynet.watcher.store import Store
-from tests.e2e.harness import EventTap, NoRemote, Stack
+from tests.e2e.harness import EventTap, NoRemote, Proc, Stack
 from tests.fixtures.broker import drain_json, queue_depth
 from tests.fixtures.common import wait_for, write_old_files
 
@@ -233,6 +233,15 @@ def test_a_full_rescan_sends_every_file_the_index_holds_for_a_check_and_a_plain_
         stack.stop_all()
 
 
+def _watching_one_file_published(stack: Stack, rel: str) -> Proc:
+    """A watcher started over one file ``rel``, its action published and taken off the queue."""
+    write_old_files(stack.watch, [rel])
+    watcher = stack.start("watcher")
+    wait_for(lambda: _depth(stack.amqp_url) == 1, 30, what="the file's action")
+    drain_actions(stack.amqp_url)
+    return watcher
+
+
 def test_an_uploaders_recheck_request_resends_a_gone_files_delete_and_garbage_is_only_logged(
     tmp_path: Path, amqp_url: str
 ) -> None:
@@ -242,10 +251,7 @@ def test_an_uploaders_recheck_request_resends_a_gone_files_delete_and_garbage_is
     cannot read, or for another source, changes nothing."""
     stack = Stack(tmp_path, amqp_url, NoRemote())  # mirror mode
     try:
-        write_old_files(stack.watch, ["here.txt"])
-        watcher = stack.start("watcher")
-        wait_for(lambda: _depth(amqp_url) == 1, 30, what="the file's action")
-        drain_actions(amqp_url)
+        watcher = _watching_one_file_published(stack, "here.txt")
         conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
         try:
             ch = conn.channel()
@@ -294,10 +300,7 @@ def test_recheck_requests_sent_while_the_watcher_is_down_are_answered_when_it_is
     watcher published it. The request waits in the source's recheck queue for the watcher."""
     stack = Stack(tmp_path, amqp_url, NoRemote())  # mirror mode
     try:
-        write_old_files(stack.watch, ["shoot-2026/clip.bin"])
-        first = stack.start("watcher")
-        wait_for(lambda: _depth(amqp_url) == 1, 30, what="the file's action")
-        drain_actions(amqp_url)
+        first = _watching_one_file_published(stack, "shoot-2026/clip.bin")
         first.kill(signal.SIGTERM)
         st = (stack.watch / "shoot-2026" / "clip.bin").stat()
         landed = Generation(size=st.st_size, mtime_ns=st.st_mtime_ns, inode=st.st_ino)
