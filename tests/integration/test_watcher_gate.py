@@ -12,7 +12,6 @@ import pika
 
 from skynet.common.admin import request_rescan
 from skynet.common.broker import Publisher
-from skynet.common.events import EventSink
 from skynet.common.messages import Generation, RecheckRequest, encode, encode_changed
 from skynet.common.topology import (
     CONTROL_EXCHANGE,
@@ -22,6 +21,7 @@ from skynet.common.topology import (
     recheck_queue,
     recheck_routing_key,
 )
+from skynet.uploader.watcher_requests import WatcherRequests
 from skynet.watcher.pump import OutboxPump
 from skynet.watcher.store import Store
 from tests.e2e.harness import EventTap, NoRemote, Proc, Stack
@@ -304,11 +304,10 @@ def test_recheck_requests_sent_while_the_watcher_is_down_are_answered_when_it_is
         first.kill(signal.SIGTERM)
         st = (stack.watch / "shoot-2026" / "clip.bin").stat()
         landed = Generation(size=st.st_size, mtime_ns=st.st_mtime_ns, inode=st.st_ino)
-        sink = EventSink(amqp_url, Topology("default"), name="an-uploader").start()  # the uploader's way
-        sink.emit(RecheckRequest(source="default", path="shoot/clip.bin", generation=landed))
-        sink.emit(RecheckRequest(source="default", path="gone.bin"))
-        sink.close()
-        assert sink.pending == 0
+        requests = WatcherRequests(amqp_url, Topology("default"), name="an-uploader")  # the uploader's way
+        requests.recheck("shoot/clip.bin", landed)
+        requests.recheck("gone.bin", None)
+        requests.close()
         assert queue_depth(amqp_url, recheck_queue("default")) == 2
         again = stack.start("watcher", "watcher-again")
         wait_for(lambda: _depth(amqp_url) >= 2, 30, what="the move and the delete sent again")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from skynet.common.broker import Delivery
-from skynet.common.errors import RemoteUnavailable, TransientError
+from skynet.common.errors import BrokerUnavailable, RemoteUnavailable, TransientError
 from skynet.common.messages import FileEvent, Generation, PathChanged, PathMoved, encode
 from skynet.uploader.localfs import LocalFolder
 from skynet.uploader.reconcile import Decision, decide
@@ -53,6 +53,7 @@ class Rig:
         self.events: list[FileEvent] = []
         self.paused: list[RemoteUnavailable] = []
         self.asked: list[tuple[str, Generation]] = []  # what the watcher was asked to look at again
+        self.broker_lost = False  # asking the watcher fails, as with the broker gone
         self.rec = Reconciler(
             source="default",
             worker="w1",
@@ -62,8 +63,13 @@ class Rig:
             mirror=mirror,
             on_remote_down=self.paused.append,
             progress_interval_s=progress_interval_s,
-            ask_watcher=lambda path, landed: self.asked.append((path, landed)),
+            ask_watcher=self._ask,
         )
+
+    def _ask(self, path: str, landed: Generation) -> None:
+        if self.broker_lost:
+            raise BrokerUnavailable("connection to the broker lost")
+        self.asked.append((path, landed))
 
     def send(self, action: PathChanged | PathMoved) -> str:
         return self.rec.handle(Delivery(encode(action), 1, "default", False)).kind
@@ -162,14 +168,10 @@ class _Meanwhile(MemoryBackend):
         return super().upload(path, local_file, generation, first_progress)
 
 
-@pytest.mark.parametrize("mirror", [True, False], ids=["mirror", "keep"])
-def test_a_file_renamed_while_sent_whose_move_another_uploader_applied_first_is_moved_again(
-    tmp_path: Path, mirror: bool
-) -> None:
-    """An S3 PUT in flight leaves no trace: another worker handling the rename finds nothing to
-    move, then the PUT lands under the old name. The uploader that sent it tells the watcher what
-    it left there, and the move the watcher sends again leaves only the new name (in both delete
-    modes: a rename is a rename)."""
+def renamed_mid_upload(tmp_path: Path, mirror: bool) -> tuple[Rig, Rig, PathChanged, PathMoved]:
+    """Two replicas, ``sender`` and ``other``, over one remote. ``clip.bin`` is renamed to
+    ``clip-2026.bin`` while ``sender`` sends it (``hint``, not sent yet), and ``other`` applies
+    the ``move`` before the upload lands: an S3 PUT on its way leaves nothing to move."""
     sender = Rig(tmp_path, mirror=mirror, backend=_Meanwhile)
     other = Rig(tmp_path, mirror=mirror, store=sender.store)
     (tmp_path / "clip.bin").write_bytes(b"c" * 100_000)
@@ -181,6 +183,18 @@ def test_a_file_renamed_while_sent_whose_move_another_uploader_applied_first_is_
         assert other.send(move) == "ack"
 
     _Meanwhile.meanwhile = [renamed_and_moved_by_the_other]
+    return sender, other, hint, move
+
+
+@pytest.mark.parametrize("mirror", [True, False], ids=["mirror", "keep"])
+def test_a_file_renamed_while_sent_whose_move_another_uploader_applied_first_is_moved_again(
+    tmp_path: Path, mirror: bool
+) -> None:
+    """An S3 PUT in flight leaves no trace: another worker handling the rename finds nothing to
+    move, then the PUT lands under the old name. The uploader that sent it tells the watcher what
+    it left there, and the move the watcher sends again leaves only the new name (in both delete
+    modes: a rename is a rename)."""
+    sender, other, hint, move = renamed_mid_upload(tmp_path, mirror)
     assert sender.send(hint) == "ack"
     assert set(sender.store.files) == {"clip.bin", "clip-2026.bin"}  # landed after the move
     assert sender.asked == [("clip.bin", hint.generation)]
@@ -191,6 +205,21 @@ def test_a_file_renamed_while_sent_whose_move_another_uploader_applied_first_is_
     assert other.send(move.model_copy(update={"id": "again"})) == "ack"
     assert set(sender.store.files) == {"clip-2026.bin"}
     assert sender.store.bytes_sent == sent
+
+
+def test_an_uploader_that_could_not_ask_the_watcher_keeps_its_action_and_the_redelivery_asks(tmp_path: Path) -> None:
+    """The request to the watcher is the only trace of a file that landed under a name gone by
+    then: an uploader that cannot send it does not acknowledge the action, and whoever gets the
+    action again (this uploader restarted, another replica) finds the queued version on the
+    remote under the gone name and asks."""
+    sender, _other, hint, _move = renamed_mid_upload(tmp_path, mirror=True)
+    sender.broker_lost = True
+    assert sender.send(hint) == "retry"
+    assert sender.asked == []
+    again = Rig(tmp_path, store=sender.store)
+    assert again.send(hint) == "ack"
+    assert again.asked == [("clip.bin", hint.generation)]
+    assert set(again.store.files) == {"clip.bin", "clip-2026.bin"}  # until the watcher's answer
 
 
 def test_a_second_worker_that_waited_for_the_first_one_sending_the_same_file_sends_nothing(tmp_path: Path) -> None:

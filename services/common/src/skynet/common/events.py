@@ -22,12 +22,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 from skynet.common.broker import Outgoing, Publisher, backoff_delays
 from skynet.common.errors import BrokerUnavailable
-from skynet.common.messages import FileEvent, RecheckRequest, WorkerHeartbeat, encode
-from skynet.common.topology import CONTROL_EXCHANGE, EVENTS_EXCHANGE, Topology, recheck_routing_key
+from skynet.common.messages import FileEvent, WorkerHeartbeat, encode
+from skynet.common.topology import EVENTS_EXCHANGE, Topology
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +34,6 @@ BATCH_MAX = 500  # events per publish: the broker confirms them together
 URGENT_STATES = frozenset({"failed", "dead", "held"})  # never held back by the linger
 RATE_WINDOW_S = 0.1
 LINGER_MIN_EVENTS = 8  # events taken within RATE_WINDOW_S before the sink starts to linger
-
-# What a sink sends: lifecycle events and heartbeats, and an uploader's rare request to the watcher.
-Sendable = FileEvent | WorkerHeartbeat | RecheckRequest
 
 
 class EventSink:
@@ -51,12 +47,10 @@ class EventSink:
         ca_file: str | None = None,
         linger_s: float = 0.025,
     ) -> None:
-        def declare(ch: Any) -> None:
-            topology.declare_events(ch)
-            topology.declare_rechecks(ch)
-
-        self._publisher = Publisher(url, name=f"{name}-events", declare=declare, ca_file=ca_file, batched=True)
-        self._buffer: collections.deque[Sendable] = collections.deque()
+        self._publisher = Publisher(
+            url, name=f"{name}-events", declare=topology.declare_events, ca_file=ca_file, batched=True
+        )
+        self._buffer: collections.deque[FileEvent | WorkerHeartbeat] = collections.deque()
         self._progress: dict[tuple[str, str], FileEvent] = {}
         self._max = max_buffer
         self._linger = linger_s
@@ -73,7 +67,7 @@ class EventSink:
         self._thread.start()
         return self
 
-    def emit(self, event: Sendable) -> None:
+    def emit(self, event: FileEvent | WorkerHeartbeat) -> None:
         with self._cond:
             if isinstance(event, FileEvent) and event.state == "progress":
                 # Only the newest progress tick per file is worth sending.
@@ -85,7 +79,7 @@ class EventSink:
                 return
             else:
                 self._buffer.append(event)
-                if isinstance(event, RecheckRequest) or (isinstance(event, FileEvent) and event.state in URGENT_STATES):
+                if isinstance(event, FileEvent) and event.state in URGENT_STATES:
                     self._urgent = True
             if not self._lingering or self._urgent or len(self._buffer) >= BATCH_MAX:
                 self._cond.notify()
@@ -104,7 +98,7 @@ class EventSink:
         with self._cond:
             return len(self._buffer) + len(self._progress)
 
-    def _take(self) -> tuple[list[Sendable], bool]:
+    def _take(self) -> tuple[list[FileEvent | WorkerHeartbeat], bool]:
         with self._cond:
             while not self._buffer and not self._progress and not self._stop:
                 self._cond.wait(1.0)
@@ -125,14 +119,14 @@ class EventSink:
                     self._cond.wait(left)
                 self._lingering = False
             self._urgent = False
-            batch: list[Sendable] = list(self._progress.values())
+            batch: list[FileEvent | WorkerHeartbeat] = list(self._progress.values())
             self._progress.clear()
             while self._buffer and len(batch) < BATCH_MAX:
                 batch.append(self._buffer.popleft())
             self._window_count += len(batch)
             return batch, self._stop
 
-    def _requeue(self, batch: list[Sendable]) -> None:
+    def _requeue(self, batch: list[FileEvent | WorkerHeartbeat]) -> None:
         with self._cond:
             for event in reversed(batch):
                 if isinstance(event, FileEvent) and event.state == "progress":
@@ -177,17 +171,7 @@ def start_heartbeats(
     return thread
 
 
-def _outgoing(event: Sendable) -> Outgoing:
-    if isinstance(event, RecheckRequest):
-        # Kept, like the lifecycle events: it waits in its queue for a watcher that is down.
-        return Outgoing(
-            CONTROL_EXCHANGE,
-            recheck_routing_key(event.source),
-            encode(event),
-            persistent=True,
-            message_id=event.id,
-            message_type=event.type,
-        )
+def _outgoing(event: FileEvent | WorkerHeartbeat) -> Outgoing:
     routing_key = event.type
     return Outgoing(
         EVENTS_EXCHANGE,

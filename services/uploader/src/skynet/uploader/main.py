@@ -16,13 +16,14 @@ from skynet.common.broker import Consumer, Delivery, backoff_delays, declare_con
 from skynet.common.errors import ConfigError, RemoteAccessDenied, RemoteRefused, RemoteUnavailable, SkynetError
 from skynet.common.events import EventSink, start_heartbeats
 from skynet.common.logs import setup_logging
-from skynet.common.messages import FileEvent, RecheckRequest, WorkerHeartbeat
+from skynet.common.messages import FileEvent, WorkerHeartbeat
 from skynet.common.settings import load_settings
 from skynet.common.topology import Topology, actions_queue
 from skynet.uploader.localfs import LocalFolder
 from skynet.uploader.settings import UploaderSettings
 from skynet.uploader.storage.base import Backend
 from skynet.uploader.storage.registry import factory_for
+from skynet.uploader.watcher_requests import WatcherRequests
 from skynet.uploader.worker import Reconciler
 
 log = logging.getLogger("skynet.uploader")
@@ -105,6 +106,7 @@ def run(settings: UploaderSettings) -> None:
     def emit(event: FileEvent) -> None:
         sink.emit(event)
 
+    watcher = WatcherRequests(url, topology, name=name, ca_file=settings.amqp_ca_file)
     folder = LocalFolder(str(settings.watch_dir))
     guard: RemoteGuard | None = None
 
@@ -122,7 +124,7 @@ def run(settings: UploaderSettings) -> None:
         on_remote_down=on_remote_down,
         progress_interval_s=settings.progress_interval_s,
         max_file_size=settings.max_file_size,
-        ask_watcher=lambda path, gen: sink.emit(RecheckRequest(source=settings.source, path=path, generation=gen)),
+        ask_watcher=watcher.recheck,
     )
 
     def on_dead(d: Delivery, reason: str, attempts: int) -> None:
@@ -192,6 +194,7 @@ def run(settings: UploaderSettings) -> None:
         stop.set()
         reconciler.close()
         probe.close()
+        watcher.close()
         sink.close()
         c = reconciler.counters
         log.info("uploader stopped: %d files, %d bytes sent", c.files_done, c.bytes_sent)

@@ -235,15 +235,14 @@ class Reconciler:
         elif action.is_dir:
             self._tree(action.path, action.id, confirmed=action.force)
         else:
-            hinted = action.generation is not None
             self._file(
                 action.path,
                 force=action.force,
                 # Forced with a generation: the watcher saw the bytes change under an unchanged
                 # generation. Not an admin's request, so it confirms no delete.
-                confirmed=action.force and not hinted,
+                confirmed=action.force and action.generation is None,
                 action_id=action.id,
-                hinted=hinted,
+                hint=action.generation,
             )
 
     # ------------------------------------------------------------------ files
@@ -255,15 +254,16 @@ class Reconciler:
         force: bool = False,
         confirmed: bool = False,
         action_id: str | None = None,
-        hinted: bool = False,
+        hint: Generation | None = None,
     ) -> None:
-        """Reconcile one file. ``hinted``: the action said the file existed locally.
+        """Reconcile one file. ``hint``: the generation the action said the file had locally.
 
         ``confirmed``: an admin asked for this (a released delete, a forced retry), so a delete
         goes ahead even if the watched folder was replaced since start; the new folder is then
         the one this uploader guards.
         """
         backend = self.backend()
+        hinted = hint is not None
         # Forced with a generation: the watcher saw the bytes change under an unchanged generation.
         rewritten = force and hinted
         landed: Generation | None = None  # what an upload of ours left there after the file changed or went
@@ -309,6 +309,21 @@ class Reconciler:
                     "skipped", path, reason="renamed or deleted while being sent; the watcher is asked where it went"
                 )
                 return
+            if (
+                local is None
+                and hint is not None
+                and remote is not None
+                and backend.matches(remote, hint)
+                and not confirmed
+                and self._ask_watcher is not None
+            ):
+                # The version queued is on the remote, and gone here. Mostly the watcher's own
+                # move or delete of it is still to come. But this may be the redelivery of an
+                # action whose upload landed after the file went, as above, and whose uploader
+                # stopped (killed, or the broker lost) before the watcher had the request: ask,
+                # which is cheap; the watcher answers only if its own answer is not on its way.
+                log.info("%r is gone locally and the remote holds its queued version: asking the watcher", path)
+                self._ask_watcher(path, hint)
             if decision is Decision.KEEP:
                 self.event("skipped", path, reason="deleted locally; kept on the remote (delete mode keep)")
                 return
