@@ -16,7 +16,7 @@ from skynet.uploader.localfs import LocalFolder
 from skynet.uploader.reconcile import Decision, decide
 from skynet.uploader.storage.base import ProgressFn, UploadResult
 from skynet.uploader.storage.memory import MemoryBackend, MemoryStore
-from skynet.uploader.worker import Reconciler
+from skynet.uploader.worker import IN_PROCESS_ATTEMPTS, Reconciler
 from tests.fixtures.common import wait_for
 
 
@@ -54,6 +54,7 @@ class Rig:
         self.paused: list[RemoteUnavailable] = []
         self.asked: list[tuple[str, Generation]] = []  # what the watcher was asked to look at again
         self.broker_lost = False  # asking the watcher fails, as with the broker gone
+        self.asks_failed = 0
         self.rec = Reconciler(
             source="default",
             worker="w1",
@@ -68,11 +69,12 @@ class Rig:
 
     def _ask(self, path: str, landed: Generation) -> None:
         if self.broker_lost:
+            self.asks_failed += 1
             raise BrokerUnavailable("connection to the broker lost")
         self.asked.append((path, landed))
 
-    def send(self, action: PathChanged | PathMoved) -> str:
-        return self.rec.handle(Delivery(encode(action), 1, "default", False)).kind
+    def send(self, action: PathChanged | PathMoved, redelivered: bool = False) -> str:
+        return self.rec.handle(Delivery(encode(action), 1, "default", redelivered)).kind
 
     def states(self, path: str) -> list[str]:
         return [e.state for e in self.events if e.path == path]
@@ -216,8 +218,12 @@ def test_an_uploader_that_could_not_ask_the_watcher_keeps_its_action_and_the_red
     sender.broker_lost = True
     assert sender.send(hint) == "retry"
     assert sender.asked == []
+    assert sender.asks_failed == IN_PROCESS_ATTEMPTS  # each quick retry in the process asks again
+    first = Rig(tmp_path, store=sender.store)
+    assert first.send(hint) == "ack"  # the same action delivered for the first time (a rescan's, say)
+    assert first.asked == []  # the watcher's own delete or move of it is on its way
     again = Rig(tmp_path, store=sender.store)
-    assert again.send(hint) == "ack"
+    assert again.send(hint, redelivered=True) == "ack"
     assert again.asked == [("clip.bin", hint.generation)]
     assert set(again.store.files) == {"clip.bin", "clip-2026.bin"}  # until the watcher's answer
 

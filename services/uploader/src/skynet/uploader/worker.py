@@ -196,7 +196,10 @@ class Reconciler:
                 reraise=True,
             ):
                 with attempt:
-                    self._dispatch(action)
+                    # Handled before (redelivered, retried): that handling may have ended
+                    # between an upload and the action's acknowledgement.
+                    again = d.redelivered or d.attempts > 0 or attempt.retry_state.attempt_number > 1
+                    self._dispatch(action, again)
             self._requeues.pop(action.id, None)
             return ACK
         except TransferCancelled:
@@ -227,7 +230,7 @@ class Reconciler:
         finally:
             self.counters.add(active=-1)
 
-    def _dispatch(self, action: PathChanged | PathMoved | PruneRemote) -> None:
+    def _dispatch(self, action: PathChanged | PathMoved | PruneRemote, again: bool = False) -> None:
         if isinstance(action, PathMoved):
             self._moved(action)
         elif isinstance(action, PruneRemote):
@@ -243,6 +246,7 @@ class Reconciler:
                 confirmed=action.force and action.generation is None,
                 action_id=action.id,
                 hint=action.generation,
+                again=again,
             )
 
     # ------------------------------------------------------------------ files
@@ -255,8 +259,10 @@ class Reconciler:
         confirmed: bool = False,
         action_id: str | None = None,
         hint: Generation | None = None,
+        again: bool = False,
     ) -> None:
         """Reconcile one file. ``hint``: the generation the action said the file had locally.
+        ``again``: the action was handled before (redelivered, retried).
 
         ``confirmed``: an admin asked for this (a released delete, a forced retry), so a delete
         goes ahead even if the watched folder was replaced since start; the new folder is then
@@ -310,18 +316,21 @@ class Reconciler:
                 )
                 return
             if (
-                local is None
+                again
+                and local is None
                 and hint is not None
                 and remote is not None
                 and backend.matches(remote, hint)
                 and not confirmed
                 and self._ask_watcher is not None
             ):
-                # The version queued is on the remote, and gone here. Mostly the watcher's own
-                # move or delete of it is still to come. But this may be the redelivery of an
-                # action whose upload landed after the file went, as above, and whose uploader
-                # stopped (killed, or the broker lost) before the watcher had the request: ask,
-                # which is cheap; the watcher answers only if its own answer is not on its way.
+                # The version queued is on the remote, and gone here, and this action was handled
+                # before. Mostly the watcher's own move or delete of it is still to come. But the
+                # handling before may have been an upload that landed after the file went, as
+                # above, and stopped (killed, or the broker lost) before the watcher had the
+                # request: ask; the watcher answers only if its own answer is not on its way.
+                # (Not on a first delivery: a full rescan's actions for files deleted since would
+                # each send the watcher's delete again, and count twice towards its threshold.)
                 log.info("%r is gone locally and the remote holds its queued version: asking the watcher", path)
                 self._ask_watcher(path, hint)
             if decision is Decision.KEEP:
