@@ -27,6 +27,7 @@ from skynet.common.topology import (
     Topology,
     actions_queue,
     dead_queue,
+    recheck_queue,
     retry_queue,
 )
 from skynet.notifier.store import EventStore
@@ -269,6 +270,7 @@ def test_status_shows_queue_depths_and_admin_actions_reach_the_broker(amqp_url: 
         for i in range(2):
             pub.publish("", dead_queue("cam"), b'{"x": %d}' % i, headers={HEADER_ATTEMPTS: 6, HEADER_REASON: "gave up"})
         pub.publish("", retry_queue("cam", 5), b'{"x": 9}', headers={HEADER_ATTEMPTS: 6})
+        pub.publish("", recheck_queue("cam"), b'{"x": 7}')  # an uploader's request, its watcher down
     finally:
         pub.close()
     with TestClient(create_app(settings)) as c:
@@ -276,6 +278,7 @@ def test_status_shows_queue_depths_and_admin_actions_reach_the_broker(amqp_url: 
         assert st["queues"][dead_queue("cam")] == 2 and st["dead_letters"] == 2
         assert st["queues"][retry_queue("cam", 5)] == 1 and st["queues"][retry_queue("cam", 0)] == 0
         assert retry_queue("cam", 6) not in st["queues"]
+        assert st["queues"][recheck_queue("cam")] == 1 and st["dead_letters"] == 2
         other = c.get("/v1/status", params={"source": "dog"}, headers=H_READ).json()
         assert dead_queue("cam") not in other["queues"] and other["dead_letters"] == 0
         assert dead_queue("dog") in other["queues"]

@@ -41,6 +41,7 @@ from skynet.common.topology import (
     actions_queue,
     control_routing_key,
     dead_queue,
+    recheck_queue,
     release_routing_key,
     retry_queue,
 )
@@ -174,7 +175,7 @@ def queue_depths(
 ) -> dict[str, int | None]:
     """Ready messages per queue (``None``: the queue does not exist).
 
-    By default: the event queues, plus the actions, retry and dead queues of ``source``. ``queues``
+    By default: the event queues, plus the actions, retry, dead and recheck queues of ``source``. ``queues``
     names the queues instead; each of ``sources`` adds its own. A source's retry queues are the
     default four, plus every further step its uploaders declared (their ``SKYNET_RETRY_DELAYS_S``
     may list more delays than the default), found by asking for the next step until one is missing.
@@ -202,6 +203,7 @@ def queue_depths(
                     break  # past the default steps, the first missing one ends the ladder
                 depths[name] = ready
             depths[dead_queue(src)] = depth(dead_queue(src))
+            depths[recheck_queue(src)] = depth(recheck_queue(src))  # piles up while its watcher is down
         for name in wanted:
             depths[name] = depth(name)
     return depths

@@ -106,7 +106,7 @@ def run(settings: UploaderSettings) -> None:
     def emit(event: FileEvent) -> None:
         sink.emit(event)
 
-    watcher = WatcherRequests(url, topology, name=name, ca_file=settings.amqp_ca_file)
+    watcher_requests = WatcherRequests(url, topology, name=name, ca_file=settings.amqp_ca_file)
     folder = LocalFolder(str(settings.watch_dir))
     guard: RemoteGuard | None = None
 
@@ -124,7 +124,7 @@ def run(settings: UploaderSettings) -> None:
         on_remote_down=on_remote_down,
         progress_interval_s=settings.progress_interval_s,
         max_file_size=settings.max_file_size,
-        ask_watcher=watcher.recheck,
+        ask_watcher=watcher_requests.recheck,
     )
 
     def on_dead(d: Delivery, reason: str, attempts: int) -> None:
@@ -194,7 +194,7 @@ def run(settings: UploaderSettings) -> None:
         stop.set()
         reconciler.close()
         probe.close()
-        watcher.close()
+        watcher_requests.close()
         sink.close()
         c = reconciler.counters
         log.info("uploader stopped: %d files, %d bytes sent", c.files_done, c.bytes_sent)
