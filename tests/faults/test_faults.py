@@ -26,9 +26,9 @@ from skynet.uploader.storage.sftp import RESUME_MARGIN, WRITE_CHUNK
 from tests.e2e.harness import EventTap, Proc, RemoteView, Stack
 from tests.e2e.remotes import S3Remote, SftpRemote
 from tests.faults.conftest import FaultReport
-from tests.fixtures.broker import PrivateBroker
+from tests.fixtures.broker import AMQP_HOST, AMQP_PORT, PrivateBroker, amqp_url_for, queue_depth
 from tests.fixtures.common import wait_for
-from tests.fixtures.s3_server import S3Server, make_target
+from tests.fixtures.s3_server import S3Server, S3Target, make_target
 from tests.fixtures.sftp_server import SftpServer, SftpTarget
 from tests.fixtures.sftp_server import make_target as make_sftp_target
 from tests.fixtures.tcp_proxy import TcpProxy
@@ -265,6 +265,56 @@ def test_a_folder_renamed_while_its_file_is_sent_in_one_request_arrives_under_th
         _mirrored_once_late_uploads_landed(stack, 120)
     kind = _no_partial_left(remote)
     report.row(f"folder renamed mid {size // MiB} MiB single-request upload, one uploader ({kind})", 1, 0, 0, 0)
+
+
+def test_an_uploader_cut_from_the_broker_and_killed_after_its_put_landed_under_a_renamed_folder_loses_nothing(
+    tmp_path: Path, amqp_url: str, amqp_vhost: str, s3_target: S3Target, progress_tap: EventTap, report: FaultReport
+) -> None:
+    """As above, but the uploader whose PUT lands under the old folder cannot tell the watcher:
+    its link to the broker is cut, and it is killed -9 before the link is back. Its action was
+    never acknowledged, so another uploader gets it again, finds the queued version on the
+    remote under a folder that is gone here, and asks. Before, the request waited in the killed
+    uploader's memory and the file never reached the new folder."""
+    remote = S3Remote(s3_target)
+
+    def landed() -> bool:
+        listed = s3_target.client.list_objects_v2(Bucket=s3_target.bucket, Prefix=f"{s3_target.prefix}/shoot/")
+        return bool(listed.get("KeyCount"))
+
+    stack = Stack(tmp_path, amqp_url, remote)
+    broker_link = TcpProxy(AMQP_HOST, AMQP_PORT).start()
+    size = 90 * MiB  # about 9 s through the slow link; one PUT below the 100 MiB threshold
+    try:
+        stack.start("watcher", SKYNET_SETTLE_MS="100")
+        with _slow_link(remote) as slow_env:
+            cut_off = stack.start(
+                "uploader",
+                "uploader-a",
+                SKYNET_CONCURRENCY="2",
+                SKYNET_S3_MULTIPART_THRESHOLD_MIB="100",
+                SKYNET_AMQP_URL=amqp_url_for(amqp_vhost, broker_link.host, broker_link.port),
+                **slow_env,
+            )
+            (stack.watch / "shoot").mkdir()
+            write_random(stack.watch / "shoot" / "clip.bin", size)
+            wait_for(lambda: progress_tap.of("started", "shoot/clip.bin"), 60, interval=0.05, what="the upload")
+            os.rename(stack.watch / "shoot", stack.watch / "shoot-2026")
+            # The folder's move reaches the uploader's other worker, which finds nothing there yet.
+            wait_for(lambda: queue_depth(amqp_url, actions_queue("default")) == 0, 10, what="the move delivered")
+            time.sleep(0.5)
+            broker_link.cut()
+            assert not landed(), "the PUT landed before the link was cut: too fast a link for this test"
+            wait_for(landed, 60, what="the PUT landed under the old folder")
+            time.sleep(1)  # its request to the watcher fails: the link is cut
+            cut_off.kill()
+        broker_link.restore()
+        stack.start("uploader", "uploader-b", SKYNET_CONCURRENCY="2")
+        _mirrored_once_late_uploads_landed(stack, 120)
+    finally:
+        stack.stop_all()
+        broker_link.close()
+    _no_partial_left(remote)
+    report.row("uploader cut from broker, killed after a PUT under a renamed folder (s3)", 1, 0, 0, 0)
 
 
 # ----------------------------------------------------------------------------- 2. broker restart
