@@ -38,7 +38,7 @@ from skynet.common.messages import (
 )
 from skynet.uploader.localfs import LocalFolder
 from skynet.uploader.reconcile import Decision, can_move, decide
-from skynet.uploader.storage.base import Backend
+from skynet.uploader.storage.base import Backend, RemoteEntry
 
 log = logging.getLogger(__name__)
 
@@ -303,36 +303,20 @@ class Reconciler:
                     self.event("skipped", path, reason="vanished before upload (gone locally and remotely)")
                 return
             # Past this point a file gone locally is on the remote (DELETE or KEEP).
-            if local is None and landed is not None and not confirmed and self._ask_watcher is not None:
-                # Our upload put it there after it went. Had it gone by a rename, or a delete,
-                # that another worker applied while our upload was still on its way (an S3 PUT
-                # shows nothing until it completes), the remote would keep it under this name,
-                # and, for a folder renamed, never get it under the new one. The watcher knows
-                # where it went: it answers with the move again, or the delete (mirror mode).
-                log.info("%r reached the remote after it was renamed or deleted: asking the watcher", path)
-                self._ask_watcher(path, landed)
+            left = None if local is not None else self._left_after_it_went(backend, remote, landed, hint, again)
+            if left is not None and not confirmed and self._ask_watcher is not None:
+                # An upload (may have) put it there after it went. Had it gone by a rename, or a
+                # delete, that another worker applied while the upload was still on its way (an
+                # S3 PUT shows nothing until it completes), the remote would keep it under this
+                # name, and, for a folder renamed, never get it under the new one. The watcher
+                # knows where it went: it answers with the move again, or the delete (mirror
+                # mode), and nothing if its own move or delete of it is still to come.
+                log.info("%r is gone here and an upload of it may have landed after it went: asking the watcher", path)
+                self._ask_watcher(path, left)
                 self.event(
                     "skipped", path, reason="renamed or deleted while being sent; the watcher is asked where it went"
                 )
                 return
-            if (
-                again
-                and local is None
-                and hint is not None
-                and remote is not None
-                and backend.matches(remote, hint)
-                and not confirmed
-                and self._ask_watcher is not None
-            ):
-                # The version queued is on the remote, and gone here, and this action was handled
-                # before. Mostly the watcher's own move or delete of it is still to come. But the
-                # handling before may have been an upload that landed after the file went, as
-                # above, and stopped (killed, or the broker lost) before the watcher had the
-                # request: ask; the watcher answers only if its own answer is not on its way.
-                # (Not on a first delivery: a full rescan's actions for files deleted since would
-                # each send the watcher's delete again, and count twice towards its threshold.)
-                log.info("%r is gone locally and the remote holds its queued version: asking the watcher", path)
-                self._ask_watcher(path, hint)
             if decision is Decision.KEEP:
                 self.event("skipped", path, reason="deleted locally; kept on the remote (delete mode keep)")
                 return
@@ -369,6 +353,22 @@ class Reconciler:
                 landed = local
             force = True  # it changed while we sent it: send it again, whatever the remote says
         raise TransientError(f"{path!r} keeps changing; will try again later")
+
+    @staticmethod
+    def _left_after_it_went(
+        backend: Backend, remote: RemoteEntry | None, landed: Generation | None, hint: Generation | None, again: bool
+    ) -> Generation | None:
+        """What an upload of a file gone locally may have left on the remote after it went:
+        ``landed``, by this handling's own upload; or the action's ``hint``, when the remote holds
+        it and the action was handled before (that handling may have stopped, killed or cut from
+        the broker, between such an upload and asking the watcher). Not on a first delivery: a
+        full rescan's actions for files deleted since would each make the watcher send its
+        delete again, and count twice towards its threshold."""
+        if landed is not None:
+            return landed
+        if again and hint is not None and remote is not None and backend.matches(remote, hint):
+            return hint
+        return None
 
     def _upload(self, backend: Backend, path: str, gen: Generation, action_id: str | None, forced: bool) -> Sent:
         """Upload one generation, and say whether the local file was unchanged throughout."""
