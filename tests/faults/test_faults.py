@@ -314,7 +314,7 @@ def test_an_uploader_cut_from_the_broker_and_killed_after_its_put_landed_under_a
         stack.stop_all()
         broker_link.close()
     _no_partial_left(remote)
-    report.row("uploader cut from broker, killed after a PUT under a renamed folder (s3)", 1, 0, 0, 0)
+    report.row("uploader cut off and killed after a late PUT (s3)", 1, 0, 0, 0)
 
 
 # ----------------------------------------------------------------------------- 2. broker restart
