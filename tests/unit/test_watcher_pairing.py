@@ -12,10 +12,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from skynet.common.messages import PathChanged, PathMoved
 from skynet.watcher.observer import RawEvent
 from tests.fixtures.common import wait_for
-from tests.fixtures.gate import Gate, outbox, published_and_sent, running_gate
+from tests.fixtures.gate import Gate, described, outbox, published_and_sent, running_gate
 
 
 def heard_new(gate: Gate, rel: str) -> list[str]:
@@ -23,13 +22,7 @@ def heard_new(gate: Gate, rel: str) -> list[str]:
     engine, store, watch = gate
     engine.queue.put(RawEvent("created", str(watch / rel)))
     wait_for(lambda: bool(outbox(store)), 10, what=f"{rel} published")
-    found = []
-    for action in outbox(store):
-        if isinstance(action, PathMoved):
-            found.append(f"move {action.src} -> {action.dst}")
-        elif isinstance(action, PathChanged):
-            found.append(f"{'upload' if action.generation else 'delete'} {action.path}")
-    return found
+    return described(outbox(store))
 
 
 def test_a_file_whose_old_name_is_gone_is_sent_as_a_move(tmp_path: Path) -> None:

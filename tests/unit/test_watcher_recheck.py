@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from skynet.common.messages import Generation, PathChanged, PathMoved
+from skynet.common.messages import Generation
 from tests.fixtures.common import wait_for
-from tests.fixtures.gate import Gate, outbox, published_and_sent, running_gate, written
+from tests.fixtures.gate import Gate, described, outbox, published_and_sent, running_gate, written
 
 
 def after_a_marker(gate: Gate) -> list[str]:
@@ -28,14 +28,7 @@ def after_a_marker(gate: Gate) -> list[str]:
     (watch / "marker.bin").write_bytes(b"m")
     written(engine, watch / "marker.bin")
     wait_for(lambda: any(getattr(a, "path", "") == "marker.bin" for a in outbox(store)), 10, what="the marker")
-    found = []
-    for action in outbox(store):
-        if isinstance(action, PathMoved):
-            found.append(f"move {action.src} -> {action.dst}")
-        elif isinstance(action, PathChanged) and action.path != "marker.bin":
-            assert action.generation is None, action
-            found.append(f"delete {action.path}")
-    return sorted(found)
+    return sorted(d for d in described(outbox(store)) if d != "upload marker.bin")
 
 
 def generation(path: Path) -> Generation:
