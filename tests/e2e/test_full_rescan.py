@@ -64,6 +64,9 @@ def test_a_full_rescan_restores_what_was_deleted_or_changed_on_the_remote_and_re
         (w / rel).parent.mkdir(parents=True, exist_ok=True)
         (w / rel).write_bytes(data)
     stack.wait_mirror(60)
+    # The remote can show a file before its "done" event reaches the tap: wait for all of them, or
+    # the last ones would count as sent again after the mark below.
+    wait_for(lambda: {e["path"] for e in tap.of("done")} >= set(files), 30, what="every first upload's done event")
 
     gone = ["batch-0/file-03.dat", "batch-2/file-21.dat", "batch-3/file-39.dat"]
     changed = "batch-1/file-12.dat"
