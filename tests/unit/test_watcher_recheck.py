@@ -12,10 +12,12 @@ or its own change is still to come.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from skynet.common.messages import Generation
+from skynet.watcher.store import StateUnavailable
 from tests.fixtures.common import wait_for
 from tests.fixtures.gate import Gate, described, outbox, published_and_sent, running_gate, written
 
@@ -83,3 +85,39 @@ def test_a_recheck_delete_counts_towards_the_burst_threshold_and_is_held_over_it
         assert [path for path, _action, _reason in store.held()] == ["three.bin"]
         engine.recheck("three.bin", None)  # asked again while held: still held, not sent
         assert after_a_marker(gate) == ["delete one.bin", "delete two.bin"]
+
+
+def test_a_request_is_answered_only_once_its_delete_is_in_the_outbox(tmp_path: Path) -> None:
+    """The control listener acknowledges a request when the engine says it is answered: a watcher
+    killed before its answer is stored leaves the request queued for the next one."""
+    with running_gate(tmp_path, delete_mode="mirror") as gate:
+        engine, store, _watch = gate
+        seen_then: list[list[str]] = []
+        engine.recheck("gone.bin", None, lambda: seen_then.append(described(outbox(store))))
+        wait_for(lambda: seen_then, 10, what="the request answered")
+        assert seen_then == [["delete gone.bin"]]
+
+
+def test_a_request_whose_answer_could_not_be_stored_is_answered_once_the_state_is_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full state disk drops what the gate could not store, and the rescan that follows cannot
+    find what a request asked about (the folder is as last published): the request stays
+    unanswered, so unacknowledged, until the gate has answered it again and stored that."""
+    with running_gate(tmp_path, delete_mode="mirror") as gate:
+        engine, store, _watch = gate
+        record = store.record
+        refusals = [0]
+
+        def full_disk(**kwargs: Any) -> None:
+            if refusals[0] < 2:
+                refusals[0] += 1
+                raise StateUnavailable("the state folder is full (as the test makes it)")
+            record(**kwargs)
+
+        monkeypatch.setattr(store, "record", full_disk)
+        answers: list[list[str]] = []
+        engine.recheck("gone.bin", None, lambda: answers.append(described(outbox(store))))
+        wait_for(lambda: refusals[0] >= 1, 10, what="the first write refused")
+        wait_for(lambda: answers, 20, what="the request answered once the state is back")
+        assert answers == [["delete gone.bin"]]  # handled again after each refusal, answered once

@@ -4,6 +4,7 @@ and an uploader's (look at a path again)."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import threading
@@ -35,7 +36,7 @@ class ControlListener:
         on_rescan: Callable[[bool], None],
         on_release: Callable[[], None],
         ca_file: str | None = None,
-        on_recheck: Callable[[str, Generation | None], None] | None = None,
+        on_recheck: Callable[[str, Generation | None, Callable[[], None]], None] | None = None,
     ) -> None:
         self._url = url
         self._topology = topology
@@ -89,13 +90,21 @@ class ControlListener:
 
             ch.basic_consume(queue, on_message, auto_ack=True)
             if self._on_recheck is not None:
-                # An uploader's wait in a durable queue for a watcher that is down; each is acked
-                # once handed to the engine, whose answer goes through the outbox.
+                # An uploader's requests wait in a durable queue for a watcher that is down. Each
+                # is acked once the engine's answer is in its outbox (from the engine's thread,
+                # hence the thread-safe callback); one not acked then, because this watcher died
+                # or lost this connection first, goes to the next.
                 self._topology.declare_rechecks(ch)
 
                 def on_recheck(_ch: object, method: object, _props: object, body: bytes) -> None:
-                    self._recheck(body)
-                    ch.basic_ack(getattr(method, "delivery_tag", 0))
+                    ack = functools.partial(ch.basic_ack, getattr(method, "delivery_tag", 0))
+
+                    def answered() -> None:
+                        with contextlib.suppress(Exception):  # this connection is gone: redelivered
+                            conn.add_callback_threadsafe(ack)
+
+                    if not self._recheck(body, answered):
+                        ack()  # nothing to answer: a malformed request, or another source's
 
                 ch.basic_qos(prefetch_count=100)
                 ch.basic_consume(recheck_queue(source), on_recheck, auto_ack=False)
@@ -105,19 +114,21 @@ class ControlListener:
             with contextlib.suppress(Exception):  # closing a dead connection
                 conn.close()
 
-    def _recheck(self, body: bytes) -> None:
+    def _recheck(self, body: bytes, answered: Callable[[], None]) -> bool:
+        """Hand a request to the engine (True), or say why it is ignored (False)."""
         try:
             request = decode_recheck(body)
         except InvalidMessage as exc:
             log.warning("recheck request ignored: %s", exc.reason)
-            return
+            return False
         if request.source != self._topology.source:
             mine = self._topology.source
             log.warning("recheck request ignored: it is for source %r, and this watcher's is %r", request.source, mine)
-            return
+            return False
         log.info("an uploader asks for %r to be looked at again", request.path)
         assert self._on_recheck is not None
-        self._on_recheck(request.path, request.generation)
+        self._on_recheck(request.path, request.generation, answered)
+        return True
 
 
 def wants_full_scan(body: bytes) -> bool:

@@ -116,6 +116,7 @@ class Release:
 class Recheck:
     path: str  # validated (a RecheckRequest's)
     gen: GenTuple | None  # what the remote holds there
+    answered: Callable[[], None] | None = None  # called once its answer is stored (or none is due)
 
 
 def _gen(t: GenTuple) -> Generation:
@@ -179,6 +180,8 @@ class Engine:
         self._pending_index_drop: list[str] = []
         self._pending_index_moves: list[tuple[str, str, bool]] = []  # moves paired by generation
         self._unannounced: deque[tuple[float, str]] = deque()  # (first seen, path), oldest first
+        self._unanswered: list[Recheck] = []  # handled, their answers not stored yet
+        self._rechecks_after_state: list[Recheck] = []  # to be handled again once the state is back
         self.stats = {"published": 0, "coalesced": 0, "events": 0}
 
     # ------------------------------------------------------------------ public
@@ -195,9 +198,14 @@ class Engine:
     def release_held(self) -> None:
         self.queue.put(Release())
 
-    def recheck(self, path: str, gen: Generation | None) -> None:
-        """An uploader's upload of ``path`` completed after the file had gone (see ``RecheckRequest``)."""
-        self.queue.put(Recheck(path, None if gen is None else (gen.size, gen.mtime_ns, gen.inode)))
+    def recheck(self, path: str, gen: Generation | None, answered: Callable[[], None] | None = None) -> None:
+        """An uploader's upload of ``path`` completed after the file had gone (see ``RecheckRequest``).
+
+        ``answered`` is called (from the gate's thread) once the answer, if any, is in the outbox:
+        the control listener acknowledges the request then, so that a watcher killed before that
+        leaves it in its queue for the next one.
+        """
+        self.queue.put(Recheck(path, None if gen is None else (gen.size, gen.mtime_ns, gen.inode), answered))
 
     def run(self) -> None:
         """The gate loop; returns after :meth:`stop`."""
@@ -255,6 +263,9 @@ class Engine:
                 self.request_scan("inotify watch limit reached")
         if self._state_rescan_at is not None and self._state_rescan_at <= now:
             self._state_rescan_at = None
+            for request in self._rechecks_after_state:
+                self.queue.put(request)
+            self._rechecks_after_state.clear()
             self.request_scan("after the state could not be written")
         if next_rescan is not None and next_rescan <= now and not self._scanning:
             next_rescan = now + self.settings.rescan_interval_s
@@ -288,6 +299,10 @@ class Engine:
         self._pending_index_set.clear()
         self._pending_index_drop.clear()
         self._pending_index_moves.clear()
+        # A rescan cannot find what a recheck was asked for (the folder is as last published):
+        # those requests, still unacknowledged, are answered again once the state can be written.
+        self._rechecks_after_state.extend(self._unanswered)
+        self._unanswered.clear()
         self.index = self._stored_index()
         self._state_rescan_at = now + self._state_wait
         self._state_wait = min(self._state_wait * 2, STATE_RETRY_S[1])
@@ -310,6 +325,7 @@ class Engine:
             self._release()
         elif isinstance(item, Recheck):
             self._recheck(item.path, item.gen)
+            self._unanswered.append(item)
 
     def _rel(self, full: str) -> str | None:
         try:
@@ -656,8 +672,15 @@ class Engine:
 
     def _flush(self, moves: Iterable[tuple[str, str, bool]] = ()) -> None:
         moves, self._pending_index_moves = [*self._pending_index_moves, *moves], []
-        if not (self._pending_actions or self._pending_index_set or self._pending_index_drop or moves):
-            return
+        if self._pending_actions or self._pending_index_set or self._pending_index_drop or moves:
+            self._record(moves)
+        if self._unanswered:
+            answered, self._unanswered = self._unanswered, []
+            for request in answered:
+                if request.answered is not None:
+                    request.answered()
+
+    def _record(self, moves: list[tuple[str, str, bool]]) -> None:
         actions, self._pending_actions = self._pending_actions, []
         sets, self._pending_index_set = self._pending_index_set, []
         drops, self._pending_index_drop = self._pending_index_drop, []
