@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -14,6 +13,7 @@ import pytest
 from tests.e2e.harness import Proc, Stack
 from tests.fixtures.common import require, wait_for, write_old_files
 from tests.fixtures.tcp_proxy import TcpProxy
+from tests.fixtures.tmpfs import resize, small_disk
 
 
 def _broker_via_proxy(stack: Stack) -> tuple[TcpProxy, str]:
@@ -159,36 +159,30 @@ def test_a_start_up_scan_of_10000_folders_does_not_overflow_inotify_or_scan_twic
     assert log.count("scan (") == 1, [line for line in log.splitlines() if "scan (" in line]
 
 
-def _mount_tmpfs(folder: Path, size: str) -> bool:
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], check=False)
-    return done.returncode == 0
-
-
 @pytest.mark.parametrize("remote", ["sftp"], indirect=True)
 def test_a_full_state_disk_keeps_the_watcher_watching_and_every_change_arrives_once_there_is_room(
     stack: Stack,
 ) -> None:
     """The outbox and index live on SKYNET_STATE_DIR's disk. When it fills up, the watcher must
     neither die nor forget: it says so, keeps watching, and publishes all of it once it can write."""
-    require(_mount_tmpfs(stack.state, "300k"), "mounting a tmpfs (root, or CAP_SYS_ADMIN)")
-    try:
-        watcher = stack.start("watcher")
-        stack.start("uploader", "uploader-a")
-        wait_for(lambda: "scan (start-up)" in watcher.text(), 30, what="the watcher's start")
-        for i in range(3000):
-            (stack.watch / f"file-with-a-rather-long-name-{i:05}.txt").write_text(f"{i}")
-        wait_for(lambda: "cannot write the watcher's state" in watcher.text(), 60, what="the full disk reported")
-        assert "SKYNET_STATE_DIR" in watcher.text() and "Traceback" not in watcher.text()
-        time.sleep(2)
-        assert watcher.alive(), watcher.text()[-2000:]
-        (stack.watch / "written-while-full.txt").write_text("changes go on while the disk is full")
-        (stack.watch / "file-with-a-rather-long-name-00007.txt").unlink()
-        subprocess.run(["mount", "-o", "remount,size=50m", str(stack.state)], check=True)
-        stack.wait_mirror(120)
-        assert watcher.alive()
-    finally:
-        stack.stop_all()
-        subprocess.run(["umount", "-l", str(stack.state)], check=False)
+    with small_disk(stack.state, "300k"):
+        try:
+            watcher = stack.start("watcher")
+            stack.start("uploader", "uploader-a")
+            wait_for(lambda: "scan (start-up)" in watcher.text(), 30, what="the watcher's start")
+            for i in range(3000):
+                (stack.watch / f"file-with-a-rather-long-name-{i:05}.txt").write_text(f"{i}")
+            wait_for(lambda: "cannot write the watcher's state" in watcher.text(), 60, what="the full disk reported")
+            assert "SKYNET_STATE_DIR" in watcher.text() and "Traceback" not in watcher.text()
+            time.sleep(2)
+            assert watcher.alive(), watcher.text()[-2000:]
+            (stack.watch / "written-while-full.txt").write_text("changes go on while the disk is full")
+            (stack.watch / "file-with-a-rather-long-name-00007.txt").unlink()
+            resize(stack.state, "50m")
+            stack.wait_mirror(120)
+            assert watcher.alive()
+        finally:
+            stack.stop_all()
 
 
 # A user namespace of its own, whose inotify watch limit is 50: the kernel's per-user limit

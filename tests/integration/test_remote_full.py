@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,19 +22,11 @@ from skynet.uploader.storage.sftp import open_backend as open_sftp
 from tests.e2e.harness import EventTap, Stack
 from tests.e2e.remotes import SftpRemote
 from tests.fixtures import sftp_server as sftp_fx
-from tests.fixtures.common import require, wait_for
+from tests.fixtures.common import wait_for
 from tests.fixtures.storage_remotes import folder_digest, folder_leftovers, generation_of
+from tests.fixtures.tmpfs import resize, small_disk
 
 MiB = 1024 * 1024
-
-
-def _mount_tmpfs(folder: Path, size: str) -> bool:
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0777", "tmpfs", str(folder)], check=False)
-    return done.returncode == 0
-
-
-def _resize(folder: Path, size: str) -> None:
-    subprocess.run(["mount", "-o", f"remount,size={size}", str(folder)], check=True)
 
 
 @pytest.fixture(params=["file", "sftp", "sftp-paramiko"])
@@ -52,13 +43,12 @@ def small_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tup
         base = target.local_dir
         base.mkdir(parents=True)
         opener = lambda: open_sftp(target.target, settings)  # noqa: E731
-    require(_mount_tmpfs(base, "1m"), "mounting a tmpfs (root, or CAP_SYS_ADMIN)")
-    backend = opener()
-    try:
-        yield backend, base
-    finally:
-        backend.close()
-        subprocess.run(["umount", "-l", str(base)], check=False)
+    with small_disk(base, "1m", mode="0777"):
+        backend = opener()
+        try:
+            yield backend, base
+        finally:
+            backend.close()
 
 
 @pytest.mark.parametrize(
@@ -70,7 +60,7 @@ def test_a_full_target_is_reported_as_full_and_the_upload_resumes_once_there_is_
     small_target: tuple[Backend, Path], tmp_path: Path, size: int, room: str
 ) -> None:
     backend, base = small_target
-    _resize(base, room)
+    resize(base, room)
     local = tmp_path / "big.bin"
     local.write_bytes(os.urandom(size))
     gen = generation_of(local)
@@ -82,7 +72,7 @@ def test_a_full_target_is_reported_as_full_and_the_upload_resumes_once_there_is_
     assert "full" in err.reason and "free some space" in err.reason
     assert backend.stat("deep/big.bin") is None  # nothing half-written under the final name
 
-    _resize(base, f"{size // MiB + 8}m")
+    resize(base, f"{size // MiB + 8}m")
     result = backend.upload("deep/big.bin", str(local), gen, lambda n: None)
     assert folder_digest(base)("deep/big.bin") == folder_digest(tmp_path)("big.bin")
     assert folder_leftovers(base)() == []
@@ -99,20 +89,19 @@ def test_files_refused_by_a_full_sftp_server_arrive_once_room_is_made_without_a_
     ladder, not dead-lettered at once as an SFTP "Failure" would be."""
     base = remote.t.local_dir
     base.mkdir(parents=True)
-    require(_mount_tmpfs(base, "1m"), "mounting a tmpfs (root, or CAP_SYS_ADMIN)")
-    try:
-        stack.start("watcher")
-        stack.start("uploader", "uploader-a", SKYNET_RETRY_DELAYS_S="1,2,4,8,16", SKYNET_MAX_ATTEMPTS="8")
-        w = stack.watch
-        (w / "big.bin").write_bytes(os.urandom(5 * MiB))
-        (w / "notes.txt").write_bytes(os.urandom(50_000))
-        refusal = wait_for(lambda: tap.of("failed", "big.bin"), 30, what="the upload refused for want of room")
-        reason = str(refusal[0]["reason"])  # type: ignore[index]
-        assert "target is full" in reason and "free some space" in reason, reason
-        _resize(base, "16m")
-        stack.wait_mirror(60)
-        assert tap.of("dead") == [], "a full disk is worth waiting for, not a dead letter"
-        assert remote.partials() == []
-    finally:
-        stack.stop_all()
-        subprocess.run(["umount", "-l", str(base)], check=False)
+    with small_disk(base, "1m", mode="0777"):
+        try:
+            stack.start("watcher")
+            stack.start("uploader", "uploader-a", SKYNET_RETRY_DELAYS_S="1,2,4,8,16", SKYNET_MAX_ATTEMPTS="8")
+            w = stack.watch
+            (w / "big.bin").write_bytes(os.urandom(5 * MiB))
+            (w / "notes.txt").write_bytes(os.urandom(50_000))
+            refusal = wait_for(lambda: tap.of("failed", "big.bin"), 30, what="the upload refused for want of room")
+            reason = str(refusal[0]["reason"])  # type: ignore[index]
+            assert "target is full" in reason and "free some space" in reason, reason
+            resize(base, "16m")
+            stack.wait_mirror(60)
+            assert tap.of("dead") == [], "a full disk is worth waiting for, not a dead letter"
+            assert remote.partials() == []
+        finally:
+            stack.stop_all()

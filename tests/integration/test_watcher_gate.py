@@ -27,6 +27,7 @@ from skynet.watcher.store import Store
 from tests.e2e.harness import EventTap, NoRemote, Proc, Stack
 from tests.fixtures.broker import drain_json, queue_depth
 from tests.fixtures.common import wait_for, write_old_files
+from tests.fixtures.tmpfs import fill, small_disk
 
 
 def drain_actions(url: str, source: str = "default") -> list[dict[str, object]]:
@@ -322,6 +323,40 @@ def test_recheck_requests_sent_while_the_watcher_is_down_are_answered_when_it_is
         assert queue_depth(amqp_url, recheck_queue("default")) == 0, "a request handled was not acknowledged"
     finally:
         stack.stop_all()
+
+
+def test_a_recheck_request_whose_answer_could_not_be_stored_waits_for_the_next_watcher(
+    tmp_path: Path, amqp_url: str
+) -> None:
+    """The watcher acknowledges a recheck request only once its answer is in its outbox. One
+    killed while its state disk is full, the request handled but its delete not stored, leaves
+    the request in its queue, and the next watcher sends the delete."""
+    stack = Stack(tmp_path, amqp_url, NoRemote())  # mirror mode
+    with small_disk(stack.state, "1m"):
+        try:
+            watcher = stack.start("watcher")
+            wait_for(lambda: "scan (start-up)" in watcher.text(), 30, what="the watcher's start")
+            filler = fill(stack.state)
+            requests = WatcherRequests(amqp_url, Topology("default"), name="an-uploader")
+            requests.recheck("gone.bin", None)
+            requests.close()
+            wait_for(lambda: "'gone.bin' to be looked at again" in watcher.text(), 30, what="the request handed over")
+            wait_for(lambda: "cannot write the watcher's state" in watcher.text(), 30, what="the answer refused")
+            assert queue_depth(amqp_url, recheck_queue("default")) == 0  # delivered, not acknowledged
+            watcher.kill(signal.SIGKILL)
+            wait_for(
+                lambda: queue_depth(amqp_url, recheck_queue("default")) == 1, 30, what="the request back in its queue"
+            )
+            assert _depth(amqp_url) == 0
+            filler.unlink()
+            again = stack.start("watcher", "watcher-again")
+            wait_for(lambda: _depth(amqp_url) >= 1, 30, what="the delete sent by the next watcher")
+            time.sleep(1)
+            assert [(a["type"], a.get("path")) for a in drain_actions(amqp_url)] == [("action.changed.v1", "gone.bin")]
+            again.kill(signal.SIGTERM)
+            assert queue_depth(amqp_url, recheck_queue("default")) == 0, "the request answered was not acknowledged"
+        finally:
+            stack.stop_all()
 
 
 def test_a_queue_type_other_than_the_brokers_is_named_in_the_log_and_nothing_is_lost(
