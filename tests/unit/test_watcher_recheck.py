@@ -121,3 +121,30 @@ def test_a_request_whose_answer_could_not_be_stored_is_answered_once_the_state_i
         wait_for(lambda: refusals[0] >= 1, 10, what="the first write refused")
         wait_for(lambda: answers, 20, what="the request answered once the state is back")
         assert answers == [["delete gone.bin"]]  # handled again after each refusal, answered once
+
+
+def test_a_recheck_delete_held_while_the_state_refused_the_hold_is_held_once_it_is_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over the delete threshold, the answer to a request is a hold, written to the state at
+    once. A hold the state refused is neither taken as held nor the request answered: both wait
+    for the state to be back."""
+    with running_gate(tmp_path, delete_mode="mirror", delete_threshold=1, delete_window_s=60) as gate:
+        engine, store, _watch = gate
+        engine.recheck("one.bin", None)  # the one delete the threshold allows
+        assert after_a_marker(gate) == ["delete one.bin"]
+        hold = store.hold
+        refusals = [0]
+
+        def full_disk(*args: Any) -> None:
+            if refusals[0] < 1:
+                refusals[0] += 1
+                raise StateUnavailable("the state folder is full (as the test makes it)")
+            hold(*args)
+
+        monkeypatch.setattr(store, "hold", full_disk)
+        answers: list[list[str]] = []
+        engine.recheck("two.bin", None, lambda: answers.append([p for p, _a, _r in store.held()]))
+        wait_for(lambda: answers, 20, what="the request answered once the state is back")
+        assert refusals[0] == 1
+        assert answers == [["two.bin"]]

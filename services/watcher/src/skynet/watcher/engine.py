@@ -324,8 +324,8 @@ class Engine:
         elif isinstance(item, Release):
             self._release()
         elif isinstance(item, Recheck):
+            self._unanswered.append(item)  # first: a write refused in there hands it to _state_lost
             self._recheck(item.path, item.gen)
-            self._unanswered.append(item)
 
     def _rel(self, full: str) -> str | None:
         try:
@@ -751,7 +751,6 @@ class Engine:
                 )
         if reason is None:
             return True
-        self._held_paths.add(rel)
         if self.mirror:
             is_dir = count > 1 or self.index.has_under(rel)
             # force: published only when an admin releases it, so the uploaders apply it even
@@ -759,6 +758,8 @@ class Engine:
             action = PathChanged(source=self.source, path=rel, is_dir=is_dir, force=True)
             self.store.hold(rel, action, reason, time.time())
             self._emit("held", rel, reason=f"delete held: {reason}")
+        # Only once stored: a hold the state refused is decided again, not taken as held.
+        self._held_paths.add(rel)
         log.warning("delete of %s held: %s", rel, reason)
         return False
 
