@@ -153,6 +153,7 @@ class OutboxPump:
         return True
 
     def _publish_rows(self, rows: list[OutboxRow]) -> None:
+        at = time.time()  # see _queued
         self._publisher.publish_many(
             [
                 Outgoing(
@@ -167,13 +168,14 @@ class OutboxPump:
         )
         self.published += len(rows)
         for row in rows:
-            self._queued(row)
+            self._queued(row, at)
         self._unrecorded = rows
         self._confirm_unrecorded()
 
     def _publish_found(self, found: list[Found]) -> None:
         """Publish files a scan found; index them once confirmed (unless they changed meanwhile)."""
         ids = [new_id() for _ in found]
+        at = time.time()  # see _queued
         self._publisher.publish_many(
             [
                 Outgoing(
@@ -190,16 +192,30 @@ class OutboxPump:
         current = self.discovered.current
         self.published += len(found)
         for (rel, gen), aid in zip(found, ids, strict=True):
-            self._emit(FileEvent.make("queued", source=self._source, path=rel, size=gen[0], action_id=aid))
+            self._emit(
+                FileEvent.make("queued", source=self._source, path=rel, size=gen[0], action_id=aid, created_at=at)
+            )
         self._store.index_add([(rel, *gen) for rel, gen in found if current(rel, gen)])
 
-    def _queued(self, row: OutboxRow) -> None:
+    def _queued(self, row: OutboxRow, at: float) -> None:
+        """The "queued" event of an action published at ``at``, emitted once the broker confirmed it.
+
+        It is dated ``at``, before the publish, not when the confirm came: an uploader may take,
+        send and report the action (its "started" and "done") before the confirm arrives (the
+        broker confirms a persistent message once it is on disk). The notifier keeps a file's
+        newest event as its state; a "queued" dated after the confirm would then stand as the
+        state of a file that is done, for good.
+        """
         f = row.fields
         if f["type"] == _PRUNE:
             return  # about no one file
         if f["type"] == _MOVED:
-            event = FileEvent.make("queued", source=self._source, path=f["dst"], src=f["src"], action_id=f["id"])
+            event = FileEvent.make(
+                "queued", source=self._source, path=f["dst"], src=f["src"], action_id=f["id"], created_at=at
+            )
         else:
             size = (f.get("generation") or {}).get("size")
-            event = FileEvent.make("queued", source=self._source, path=f["path"], size=size, action_id=f["id"])
+            event = FileEvent.make(
+                "queued", source=self._source, path=f["path"], size=size, action_id=f["id"], created_at=at
+            )
         self._emit(event)
