@@ -284,6 +284,41 @@ def test_a_deleted_folder_is_reconciled_as_a_whole(tmp_path: Path) -> None:
     (tmp_path / "d").rmdir()
     assert rig.send(PathChanged(source="default", path="d", is_dir=True)) == "ack"
     assert set(rig.store.files) == {"keep.txt"}
+    # The folder's own "queued" event must not stay its last word (the notifier's state).
+    assert rig.states("d") == ["deleted"]
+
+
+@pytest.mark.parametrize(
+    ("mirror", "back", "last"), [(True, False, "deleted"), (False, False, "skipped"), (True, True, "skipped")]
+)
+def test_a_folders_delete_ends_with_an_event_of_the_folders_own(
+    tmp_path: Path, mirror: bool, back: bool, last: str
+) -> None:
+    rig = Rig(tmp_path, mirror=mirror)
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "f").write_text("f")
+    rig.send(PathChanged(source="default", path="d/f"))
+    (tmp_path / "d" / "f").unlink()
+    if not back:
+        (tmp_path / "d").rmdir()
+    assert rig.send(PathChanged(source="default", path="d", is_dir=True)) == "ack"
+    assert rig.states("d") == [last]
+
+
+def test_a_delete_of_a_file_already_gone_from_the_remote_still_says_so(tmp_path: Path) -> None:
+    """Its "queued" event went out: without a final event the file would show as queued for good."""
+    rig = Rig(tmp_path)
+    assert rig.send(PathChanged(source="default", path="never-sent.txt")) == "ack"
+    assert rig.states("never-sent.txt") == ["skipped"]
+
+
+def test_a_folder_moved_before_any_file_reached_the_remote_ends_with_an_event_of_its_own(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "f").write_text("f")
+    assert rig.send(PathMoved(source="default", src="old", dst="new", is_dir=True)) == "ack"
+    assert rig.states("new") == ["skipped"]  # its files: the watcher sends each under its new name
+    assert rig.states("old") == []  # the old name is not brought back to the file list
 
 
 def test_an_unreachable_remote_pauses_the_uploader_and_requeues_without_counting_an_attempt(tmp_path: Path) -> None:

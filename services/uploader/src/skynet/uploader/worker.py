@@ -236,10 +236,11 @@ class Reconciler:
         elif isinstance(action, PruneRemote):
             self._prune(action)
         elif action.is_dir:
-            self._tree(action.path, action.id, confirmed=action.force)
+            self._folder_gone(action.path, self._tree(action.path, action.id, confirmed=action.force))
         else:
             self._file(
                 action.path,
+                announced=True,
                 force=action.force,
                 # Forced with a generation: the watcher saw the bytes change under an unchanged
                 # generation. Not an admin's request, so it confirms no delete.
@@ -260,6 +261,7 @@ class Reconciler:
         action_id: str | None = None,
         hint: Generation | None = None,
         again: bool = False,
+        announced: bool = False,
     ) -> None:
         """Reconcile one file. ``hint``: the generation the action said the file had locally.
         ``again``: the action was handled before (redelivered, retried).
@@ -301,6 +303,8 @@ class Reconciler:
                 if hinted:
                     log.info("%r vanished before it could be uploaded; nothing to do", path)
                     self.event("skipped", path, reason="vanished before upload (gone locally and remotely)")
+                elif announced:  # its "queued" event must not stay its last word
+                    self.event("skipped", path, reason="gone locally and already gone from the remote")
                 return
             # Past this point a file gone locally is on the remote (DELETE or KEEP).
             left = None if local is not None else self._left_after_it_went(backend, remote, landed, hint, again)
@@ -441,7 +445,8 @@ class Reconciler:
         backend = self.backend()
         if action.is_dir:
             remote_has_src = next(iter(backend.list(action.src)), None) is not None
-            if remote_has_src and not self.folder.is_dir(action.src):
+            moved = remote_has_src and not self.folder.is_dir(action.src)
+            if moved:
                 backend.move_dir(action.src, action.dst)
                 self.event("moved", action.dst, src=action.src, remote=backend.describe(action.dst))
             # A file of the folder still on its way when the folder moved (an upload under way or
@@ -451,8 +456,16 @@ class Reconciler:
             # under the new one it is sent.
             begun = {p[len(action.src) :] for p in backend.uploads_under(action.src)}
             begun |= {p[len(action.dst) :] for p in backend.uploads_under(action.dst)}  # moved along
-            self._tree(action.src, action.id, also=[action.src + rest for rest in sorted(begun)])
-            self._tree(action.dst, action.id, also=[action.dst + rest for rest in sorted(begun)])
+            failures = self._tree(action.src, action.id, also=[action.src + rest for rest in sorted(begun)])
+            failures += self._tree(action.dst, action.id, also=[action.dst + rest for rest in sorted(begun)])
+            if failures:
+                self.event("failed", action.dst, reason=_files_failed(failures))
+            elif not moved:  # the folder's own last word: its files each have theirs
+                self.event(
+                    "skipped",
+                    action.dst,
+                    reason="nothing under the old name on the remote: its files are sent as they are",
+                )
             return
         local_dst = self.folder.generation(action.dst)
         remote_src = backend.stat(action.src)
@@ -464,17 +477,31 @@ class Reconciler:
         ):
             backend.move(action.src, action.dst)
             self.event("moved", action.dst, src=action.src, size=local_dst.size, remote=backend.describe(action.dst))
-        self._file(action.dst, action_id=action.id)
+        self._file(action.dst, action_id=action.id, announced=True)
         self._file(action.src, action_id=action.id)
 
-    def _tree(self, folder: str, action_id: str, confirmed: bool = False, also: Iterable[str] = ()) -> None:
-        """Reconcile every remote file below ``folder`` with the local folder (and ``also``)."""
+    def _folder_gone(self, folder: str, failures: int) -> None:
+        """A folder's delete, its files reconciled: the folder's own last word (its "queued"
+        event must not stay the state of a folder that is gone)."""
+        if failures:
+            self.event("failed", folder, reason=_files_failed(failures))
+        elif self.folder.is_dir(folder):
+            self.event("skipped", folder, reason="in the watched folder again: its files are reconciled")
+        elif self.mirror:
+            self.event("deleted", folder, remote=self.backend().describe(folder))
+        else:
+            self.event("skipped", folder, reason="deleted locally; kept on the remote (delete mode keep)")
+
+    def _tree(self, folder: str, action_id: str, confirmed: bool = False, also: Iterable[str] = ()) -> int:
+        """Reconcile every remote file below ``folder`` with the local folder (and ``also``);
+        returns how many could not be."""
         paths = [entry.path for entry in self.backend().list(folder)]
         listed = set(paths)
         paths += [p for p in also if p not in listed]
         failures = self._reconcile_each(paths, action_id, confirmed)
         if failures:
             log.warning("folder %r reconciled with %d failures", folder, failures)
+        return failures
 
     def _reconcile_each(self, paths: list[str], action_id: str, confirmed: bool = False) -> int:
         """Reconcile each of ``paths``; a file that cannot be is reported and the rest go on.
@@ -518,3 +545,7 @@ class Reconciler:
             return self.folder.generation(path) is not None
         except (LocalFileError, InvalidPath):
             return True
+
+
+def _files_failed(failures: int) -> str:
+    return f"{failures} of its files could not be reconciled (each has its own failed event)"
