@@ -171,6 +171,40 @@ def test_a_move_replaces_the_old_path_with_the_new_one(amqp_url: str, migrated_p
         assert stop_process(proc) == 0
 
 
+def test_a_folders_move_takes_the_rows_of_its_files_along_and_leaves_its_neighbours(
+    amqp_url: str, migrated_pg_url: str, tmp_path: Path
+) -> None:
+    """The files under the old folder name are listed under the new one (their reconciling
+    reports them there), never under both; a sibling whose name only starts the same stays."""
+    url = migrated_pg_url
+    t0 = time.time() - 50
+    publish(
+        amqp_url,
+        [
+            *journey("shoot/a.raw", t0),
+            *journey("shoot/day1/b.raw", t0),
+            *journey("shoot-old/c.raw", t0),  # "shoot" begins its name: not under the folder
+            *journey("shoot.txt", t0),
+            FileEvent.make("moved", source="default", path="shoot-2026", src="shoot", created_at=t0 + 10),
+            FileEvent.make("skipped", source="default", path="shoot-2026/a.raw", created_at=t0 + 11),
+            FileEvent.make("skipped", source="default", path="shoot-2026/day1/b.raw", created_at=t0 + 11),
+        ],
+    )
+    proc = start_notifier(amqp_url, url, str(tmp_path / "notifier.log"))
+    try:
+        wait_for(lambda: scalar(url, "SELECT count(*) FROM events") == 19, 30)
+        assert rows(url, "SELECT path, state FROM files ORDER BY path") == [
+            ("shoot-2026", "moved"),
+            ("shoot-2026/a.raw", "skipped"),
+            ("shoot-2026/day1/b.raw", "skipped"),
+            ("shoot-old/c.raw", "done"),
+            ("shoot.txt", "done"),
+        ]
+        counts_match(url)
+    finally:
+        assert stop_process(proc) == 0
+
+
 def test_malformed_events_go_to_the_dead_queue_with_a_reason_and_the_rest_are_stored(
     amqp_url: str, migrated_pg_url: str, tmp_path: Path
 ) -> None:

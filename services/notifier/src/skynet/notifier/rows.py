@@ -7,7 +7,8 @@ they only refresh ``workers``). The events that were new to the log then become 
   an upsert may touch a row only once per statement); the store applies it only if it is newer
   than the state already recorded, so an older event never overwrites a newer state;
 * ``progress``: per (source, path), the newest progress tick of the batch;
-* ``moved_from``: the source paths of moves, whose rows disappear (guarded by time as well);
+* ``moved_from``: the source paths of moves, whose rows disappear, with those of the files under
+  a folder moved (guarded by time as well);
 * ``workers``: the newest heartbeat of each worker.
 
 Text is stripped of NUL characters, which Postgres cannot store.

@@ -107,9 +107,13 @@ WHERE f.source = v.source AND f.path = v.path
 """
 PROGRESS_TEMPLATE = "(%s, %s, %s::bigint, %s::bigint, %s, %s::timestamptz, %s)"
 
+# A move's source path goes, and, for a folder's move, every file under it: their new paths get
+# rows of their own from the reconciling that follows. Paths are "C"-collated, so the files under
+# "p" are exactly those in ["p/", "p0") ("0" follows "/"), which the primary key's btree answers.
 DELETE_MOVED = """
 DELETE FROM files f USING (VALUES %s) AS v(source, path, at)
-WHERE f.source = v.source AND f.path = v.path AND f.state_at <= v.at
+WHERE f.source = v.source AND f.state_at <= v.at
+  AND (f.path = v.path OR (f.path >= v.path || '/' AND f.path < v.path || '0'))
 """
 
 UPSERT_WORKERS = """
