@@ -13,9 +13,50 @@ from tests.fixtures.sftp_server import SftpTarget
 from tests.fixtures.storage_remotes import folder_folders, folders_of_keys
 
 
+class _FolderView:
+    """A remote whose files are in a folder of this machine (the SFTP server's, a mounted one)."""
+
+    @property
+    def root(self) -> Path:
+        raise NotImplementedError
+
+    def _files(self) -> list[Path]:
+        out: list[Path] = []
+        for dirpath, _d, files in os.walk(self.root):
+            out.extend(Path(dirpath, f) for f in files)
+        return out
+
+    def snapshot(self) -> dict[str, str]:
+        snap: dict[str, str] = {}
+        for f in self._files():
+            if f.name.endswith(PARTIAL_MARK):
+                continue
+            try:
+                snap[f.relative_to(self.root).as_posix()] = sha256_file(f)
+            except FileNotFoundError:
+                continue
+        return snap
+
+    def partials(self) -> list[str]:
+        return [f.name for f in self._files() if f.name.endswith(PARTIAL_MARK)]
+
+    def read(self, rel: str) -> bytes | None:
+        try:
+            return (self.root / rel).read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            return None
+
+    def folders(self) -> set[str]:
+        return folder_folders(self.root)()
+
+
 @dataclass
-class SftpRemote:
+class SftpRemote(_FolderView):
     t: SftpTarget
+
+    @property
+    def root(self) -> Path:
+        return self.t.local_dir
 
     def env(self) -> dict[str, str]:
         s = self.t.settings
@@ -26,34 +67,20 @@ class SftpRemote:
             "SKYNET_SFTP_KNOWN_HOSTS": s.sftp_known_hosts,
         }
 
-    def _files(self) -> list[Path]:
-        out = []
-        for dirpath, _d, files in os.walk(self.t.local_dir):
-            out.extend(Path(dirpath, f) for f in files)
-        return out
 
-    def snapshot(self) -> dict[str, str]:
-        snap = {}
-        for f in self._files():
-            if f.name.endswith(PARTIAL_MARK):
-                continue
-            try:
-                snap[f.relative_to(self.t.local_dir).as_posix()] = sha256_file(f)
-            except FileNotFoundError:
-                continue
-        return snap
+@dataclass
+class FolderRemote(_FolderView):
+    """A ``file://`` target: the quickest remote there is."""
 
-    def partials(self) -> list[str]:
-        return [f.name for f in self._files() if f.name.endswith(PARTIAL_MARK)]
+    base: Path
 
-    def read(self, rel: str) -> bytes | None:
-        try:
-            return (self.t.local_dir / rel).read_bytes()
-        except (FileNotFoundError, IsADirectoryError):
-            return None
+    @property
+    def root(self) -> Path:
+        return self.base
 
-    def folders(self) -> set[str]:
-        return folder_folders(self.t.local_dir)()
+    def env(self) -> dict[str, str]:
+        self.base.mkdir(parents=True, exist_ok=True)
+        return {"SKYNET_TARGET": f"file://{self.base}"}
 
 
 _S3_CACHE: dict[tuple[str, str, int], str] = {}

@@ -1,0 +1,76 @@
+"""What the status says once the folder is mirrored: every file's last word is a final one.
+
+The notifier keeps, per path, the state its newest event set, and the API, the CLI and the
+dashboard show those rows ("queued 3", "oldest pending: …"). So every path an action announced
+("queued") must get a final event, and a folder's move must take the rows of its files along.
+A remote as quick as a mounted folder is where an uploader can finish an action before the
+watcher's own "queued" event for it goes out.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import psycopg2
+
+from tests.e2e.harness import Stack
+from tests.e2e.remotes import FolderRemote
+from tests.fixtures.common import wait_for
+
+PENDING = ("queued", "waiting", "started")
+
+
+def _rows(pg_url: str) -> dict[str, str]:
+    conn = psycopg2.connect(pg_url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT path, state FROM files")
+            return {path: state for path, state in cur.fetchall()}
+    finally:
+        conn.close()
+
+
+def test_once_mirrored_no_file_is_left_pending_and_no_old_name_is_listed(
+    tmp_path: Path, amqp_url: str, pg_url: str
+) -> None:
+    stack = Stack(tmp_path / "stack", amqp_url, FolderRemote(tmp_path / "nas"), settle_ms=100)
+    try:
+        stack.start("notifier", SKYNET_DATABASE_URL=pg_url)
+        stack.start("watcher")
+        stack.start("uploader")
+        w = stack.watch
+        (w / "shoot" / "day1").mkdir(parents=True)
+        for i in range(60):
+            (w / "shoot" / "day1" / f"img{i:02}.raw").write_bytes(bytes([i]) * 50_000)
+        (w / "notes.txt").write_text("kept throughout")
+        stack.wait_mirror(60)
+
+        (w / "shoot").rename(w / "shoot-2026")  # a folder renamed, one of its files deleted after
+        (w / "shoot-2026" / "day1" / "img07.raw").unlink()
+        (w / "fresh").mkdir()  # a folder renamed before its files were sent
+        for i in range(3):
+            (w / "fresh" / f"f{i}.txt").write_text(f"fresh {i}")
+        (w / "fresh").rename(w / "fresh-2")
+        stack.wait_mirror(60)
+        shutil.rmtree(w / "shoot-2026")  # a folder deleted
+        stack.wait_mirror(60)
+
+        gone = [f"shoot-2026/day1/img{i:02}.raw" for i in range(60) if i != 7]
+
+        def settled() -> bool:  # the deletes stored (the last change made), and nothing pending
+            rows = _rows(pg_url)
+            return all(rows.get(p) == "deleted" for p in gone) and not any(s in PENDING for s in rows.values())
+
+        try:
+            wait_for(settled, 30, what="the notifier caught up")
+        except AssertionError:
+            rows = _rows(pg_url)
+            pending = {p: s for p, s in rows.items() if s in PENDING}
+            raise AssertionError(f"shown as pending after the mirror is complete: {pending}; all: {rows}") from None
+        rows = _rows(pg_url)
+        assert not [p for p in rows if p.startswith("shoot/")], "files listed under the folder's old name"
+        assert rows["shoot-2026/day1/img07.raw"] in ("deleted", "skipped")
+        assert [rows[p] for p in ("notes.txt", "fresh-2/f0.txt", "fresh-2/f1.txt", "fresh-2/f2.txt")] == ["done"] * 4
+    finally:
+        stack.stop_all()
