@@ -33,6 +33,22 @@ def after_a_marker(gate: Gate) -> list[str]:
     return sorted(d for d in described(outbox(store)) if d != "upload marker.bin")
 
 
+def refusing(monkeypatch: pytest.MonkeyPatch, store: object, method: str, times: int) -> list[int]:
+    """Make the store's `method` refuse its first `times` calls as a full state disk does, then
+    call through; the returned one-item list counts the refusals so far."""
+    real = getattr(store, method)
+    refusals = [0]
+
+    def full_disk(*args: Any, **kwargs: Any) -> Any:
+        if refusals[0] < times:
+            refusals[0] += 1
+            raise StateUnavailable("the state folder is full (as the test makes it)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(store, method, full_disk)
+    return refusals
+
+
 def generation(path: Path) -> Generation:
     st = path.stat()
     return Generation(size=st.st_size, mtime_ns=st.st_mtime_ns, inode=st.st_ino)
@@ -106,16 +122,7 @@ def test_a_request_whose_answer_could_not_be_stored_is_answered_once_the_state_i
     unanswered, so unacknowledged, until the gate has answered it again and stored that."""
     with running_gate(tmp_path, delete_mode="mirror") as gate:
         engine, store, _watch = gate
-        record = store.record
-        refusals = [0]
-
-        def full_disk(**kwargs: Any) -> None:
-            if refusals[0] < 2:
-                refusals[0] += 1
-                raise StateUnavailable("the state folder is full (as the test makes it)")
-            record(**kwargs)
-
-        monkeypatch.setattr(store, "record", full_disk)
+        refusals = refusing(monkeypatch, store, "record", times=2)
         answers: list[list[str]] = []
         engine.recheck("gone.bin", None, lambda: answers.append(described(outbox(store))))
         wait_for(lambda: refusals[0] >= 1, 10, what="the first write refused")
@@ -133,16 +140,7 @@ def test_a_recheck_delete_held_while_the_state_refused_the_hold_is_held_once_it_
         engine, store, _watch = gate
         engine.recheck("one.bin", None)  # the one delete the threshold allows
         assert after_a_marker(gate) == ["delete one.bin"]
-        hold = store.hold
-        refusals = [0]
-
-        def full_disk(*args: Any) -> None:
-            if refusals[0] < 1:
-                refusals[0] += 1
-                raise StateUnavailable("the state folder is full (as the test makes it)")
-            hold(*args)
-
-        monkeypatch.setattr(store, "hold", full_disk)
+        refusals = refusing(monkeypatch, store, "hold", times=1)
         answers: list[list[str]] = []
         engine.recheck("two.bin", None, lambda: answers.append([p for p, _a, _r in store.held()]))
         wait_for(lambda: answers, 20, what="the request answered once the state is back")
