@@ -53,6 +53,7 @@ UPLOAD_RATE = 4 * 1024 * 1024  # bytes/s through the proxy to sshd
 VIEWPORT = {"width": 1280, "height": 900}
 LONG = 60_000  # ms, for what waits on the pipeline
 HELD_REASON = "140 deletes within 10 s is over the threshold of 100: held"
+PAUSED = "paused: remote unavailable: ssh: connect to host 10.0.0.9 port 22: Connection refused"
 
 
 class _Throttled:
@@ -265,8 +266,9 @@ def test_files_move_on_the_page_and_an_admin_retries_a_failure(
 
 @pytest.fixture
 def seeded_api(tmp_path: Path, migrated_pg_url: str) -> Iterator[str]:
-    """The API alone over a database seeded with 130 done files, a held delete and a failure."""
-    from skynet.common.messages import FileEvent
+    """The API alone over a database seeded with 130 done files, a held delete, a failure and
+    two uploaders, one of them paused because its remote is away."""
+    from skynet.common.messages import FileEvent, WorkerHeartbeat
     from skynet.notifier.store import EventStore
 
     now = time.time()
@@ -277,18 +279,40 @@ def seeded_api(tmp_path: Path, migrated_pg_url: str) -> Iterator[str]:
     events.append(
         FileEvent.make("held", source="default", path="old/report.pdf", reason=HELD_REASON, created_at=now - 5)
     )
+    beats = [
+        WorkerHeartbeat(source="default", worker="uploader-ok", role="uploader"),
+        WorkerHeartbeat(
+            source="default", worker="uploader-off", role="uploader", condition=PAUSED, condition_since=now
+        ),
+    ]
     store = EventStore(migrated_pg_url)
     try:
-        store.store(events)  # type: ignore[arg-type]
+        store.store([*events, *beats])
     finally:
         store.close()
     api, url = start_api(
-        migrated_pg_url, str(tmp_path / "api.log"), SKYNET_API_TOKEN=READ, SKYNET_API_ADMIN_TOKEN=ADMIN
+        migrated_pg_url,
+        str(tmp_path / "api.log"),
+        SKYNET_API_TOKEN=READ,
+        SKYNET_API_ADMIN_TOKEN=ADMIN,
+        SKYNET_API_WORKER_STALE_S="3600",  # the seeded heartbeats stay those of live workers
     )
     try:
         yield url
     finally:
         stop_process(api)
+
+
+def test_a_paused_uploader_says_why_above_everything_and_in_its_row(browser: Browser, seeded_api: str) -> None:
+    from playwright.sync_api import expect
+
+    page = sign_in(browser, seeded_api, READ)
+    expect(page.locator("#notice")).to_have_text(f"uploader-off: {PAUSED}")
+    expect(page.locator("#summary div", has_text="Workers alive").locator("dd.bad")).to_have_text("2")
+    expect(page.locator("#workers tr", has_text="uploader-off").locator("td.condition.bad")).to_have_text(PAUSED)
+    expect(page.locator("#workers tr", has_text="uploader-ok").locator("td.condition")).to_have_text(
+        "\u2013"
+    )  # an en dash: nothing
 
 
 def test_held_deletes_show_their_reason_and_long_lists_page_on_the_server(browser: Browser, seeded_api: str) -> None:

@@ -312,5 +312,11 @@ class EventTap:
         with self._lock:
             return [e for e in self.events[mark:] if pred(e)]
 
+    def conditions(self, role: str, mark: int = 0) -> dict[str, str | None]:
+        """What keeps each worker of ``role`` from its work (None: nothing), as its newest
+        heartbeat since ``mark`` says."""
+        beats = self.since(mark, lambda e: e.get("type") == "worker.heartbeat.v1" and e.get("role") == role)
+        return {b["worker"]: b.get("condition") for b in sorted(beats, key=lambda b: b["created_at"])}
+
     def bytes_sent_since(self, mark: int) -> int:
         return sum(int(e.get("bytes_done") or 0) for e in self.since(mark, lambda e: e.get("state") == "done"))

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from tests.e2e.harness import Proc, Stack
+from tests.e2e.harness import EventTap, Proc, Stack
 from tests.fixtures.common import require, wait_for, write_old_files
 from tests.fixtures.tcp_proxy import TcpProxy
 from tests.fixtures.tmpfs import resize, small_disk
@@ -161,10 +161,11 @@ def test_a_start_up_scan_of_10000_folders_does_not_overflow_inotify_or_scan_twic
 
 @pytest.mark.parametrize("remote", ["sftp"], indirect=True)
 def test_a_full_state_disk_keeps_the_watcher_watching_and_every_change_arrives_once_there_is_room(
-    stack: Stack,
+    stack: Stack, tap: EventTap
 ) -> None:
     """The outbox and index live on SKYNET_STATE_DIR's disk. When it fills up, the watcher must
-    neither die nor forget: it says so, keeps watching, and publishes all of it once it can write."""
+    neither die nor forget: it says so (in its log, and in its heartbeat for the status), keeps
+    watching, and publishes all of it once it can write."""
     with small_disk(stack.state, "300k"):
         try:
             watcher = stack.start("watcher")
@@ -174,6 +175,11 @@ def test_a_full_state_disk_keeps_the_watcher_watching_and_every_change_arrives_o
                 (stack.watch / f"file-with-a-rather-long-name-{i:05}.txt").write_text(f"{i}")
             wait_for(lambda: "cannot write the watcher's state" in watcher.text(), 60, what="the full disk reported")
             assert "SKYNET_STATE_DIR" in watcher.text() and "Traceback" not in watcher.text()
+            wait_for(
+                lambda: "its state folder refuses writes" in str(tap.conditions("watcher")),
+                20,
+                what="the watcher's heartbeat to say its state folder is full",
+            )
             time.sleep(2)
             assert watcher.alive(), watcher.text()[-2000:]
             (stack.watch / "written-while-full.txt").write_text("changes go on while the disk is full")
@@ -181,6 +187,11 @@ def test_a_full_state_disk_keeps_the_watcher_watching_and_every_change_arrives_o
             resize(stack.state, "50m")
             stack.wait_mirror(120)
             assert watcher.alive()
+            wait_for(
+                lambda: list(tap.conditions("watcher").values()) == [None],
+                20,
+                what="the watcher's heartbeat to say nothing keeps it from its work any more",
+            )
         finally:
             stack.stop_all()
 
@@ -206,7 +217,7 @@ def _user_namespaces_work() -> bool:
 
 @pytest.mark.parametrize("remote", ["sftp"], indirect=True)
 def test_past_the_inotify_watch_limit_the_watcher_says_so_and_polls_instead_of_missing_changes(
-    stack: Stack,
+    stack: Stack, tap: EventTap
 ) -> None:
     """watchdog skips the folders it cannot watch without a word: their changes would wait for the
     periodic rescan (5 minutes by default). Reached at start or later, the limit is reported with
@@ -226,6 +237,7 @@ def test_past_the_inotify_watch_limit_the_watcher_says_so_and_polls_instead_of_m
     stack.wait_mirror(30)
     wait_for(lambda: "with PollingObserver" in watcher.text(), 15, what="the switch to polling")
     assert "inotify watch limit is reached" in watcher.text() and "max_user_watches" in watcher.text()
+    wait_for(lambda: "max_user_watches" in str(tap.conditions("watcher")), 20, what="the watcher's heartbeat to say so")
     for i in range(60):  # folders inotify could never have watched: seen by polling, not a rescan
         (w / f"late-{i:02}" / "c.txt").write_text(f"later {i}")
     stack.wait_mirror(20)

@@ -355,8 +355,18 @@ def _outage_run(stack: Stack, cut: object, restore: object, report: FaultReport,
     for i in range(50):
         (stack.watch / f"during-{i}.txt").write_text(f"during the outage {i}")
     time.sleep(30)
+    # What the status shows meanwhile: both uploaders paused, and why.
+    paused = tap.conditions("uploader", mark)
+    assert len(paused) == 2 and all(c and c.startswith("paused: remote unavailable: ") for c in paused.values()), (
+        f"the uploaders' heartbeats do not say they pause for the remote: {paused}"
+    )
     restore()  # type: ignore[operator]
     snap = stack.wait_mirror(180)
+    wait_for(
+        lambda: set(tap.conditions("uploader", mark).values()) == {None},
+        30,
+        what="the uploaders' heartbeats to say nothing keeps them from their work any more",
+    )
     failed = tap.since(mark, lambda e: e.get("state") == "failed")
     report.row(label, len(snap), 0, 0, 0)
     assert not dead_letters(stack.amqp_url), "a transient outage dead-lettered messages"

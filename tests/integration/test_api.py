@@ -8,6 +8,7 @@ import sys
 import time
 import warnings
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import pytest
 from skynet.api.app import create_app
 from skynet.api.settings import ApiSettings
 from skynet.common.broker import Publisher
-from skynet.common.messages import FileEvent, WorkerHeartbeat, decode_action, encode
+from skynet.common.messages import MAX_CONDITION, FileEvent, WorkerHeartbeat, decode_action, encode
 from skynet.common.topology import (
     CONTROL_EXCHANGE,
     EVENTS_EXCHANGE,
@@ -207,6 +208,48 @@ def test_transfers_show_percent_and_eta_and_workers_show_liveness(client: TestCl
     assert t["percent"] == 25.0 and t["rate_bytes_per_s"] == 50.0 and t["eta_s"] == 15.0
     workers = {w["worker"]: w["alive"] for w in client.get("/v1/workers", headers=H_READ).json()["items"]}
     assert workers == {"w1": True, "old": False}
+
+
+def test_what_keeps_a_worker_from_its_work_is_shown_until_a_newer_heartbeat_clears_it(
+    client: TestClient, migrated_pg_url: str
+) -> None:
+    now = time.time()
+    paused = "paused: remote unavailable: ssh: connect to host 127.0.0.1 port 2222: Connection refused"
+    store(
+        migrated_pg_url,
+        [
+            WorkerHeartbeat(source="s", worker="up-1", role="uploader", condition=paused, condition_since=now - 90),
+            WorkerHeartbeat(source="s", worker="up-2", role="uploader"),
+            WorkerHeartbeat(source="t", worker="w-t", role="watcher", condition="x" * 5000),  # cut, not refused
+            WorkerHeartbeat(source="s", worker="gone", role="uploader", condition=paused, created_at=now - 3600),
+        ],
+    )
+    workers = {w["worker"]: w for w in client.get("/v1/workers", headers=H_READ).json()["items"]}
+    assert workers["up-1"]["condition"] == paused and workers["up-2"]["condition"] is None
+    assert abs(datetime.fromisoformat(workers["up-1"]["condition_since"]).timestamp() - (now - 90)) < 1
+    assert len(workers["w-t"]["condition"]) == MAX_CONDITION
+    st = client.get("/v1/status", headers=H_READ).json()
+    assert [(w["worker"], w["condition"][:6]) for w in st["workers_impeded"]] == [("up-1", "paused"), ("w-t", "xxxxxx")]
+    assert [w["worker"] for w in client.get("/v1/status?source=s", headers=H_READ).json()["workers_impeded"]] == [
+        "up-1"
+    ]  # a stale worker's last word is not news, and another source's is not this one's
+    text = client.get("/metrics", headers=H_READ).text
+    assert 'skynet_workers_impeded{role="uploader"} 1' in text and 'skynet_workers_impeded{role="watcher"} 1' in text
+    cli = subprocess.run(
+        [sys.executable, "-m", "skynet.api.cli", "status", "--source", "s"],
+        env={"SKYNET_DATABASE_URL": migrated_pg_url, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert f"! up-1 (uploader, s) (since {datetime.fromtimestamp(now - 90, UTC):%H:%M}" in cli.stdout
+    assert paused in cli.stdout
+
+    store(migrated_pg_url, [WorkerHeartbeat(source="s", worker="up-1", role="uploader")])  # the remote is back
+    workers = {w["worker"]: w for w in client.get("/v1/workers", headers=H_READ).json()["items"]}
+    assert workers["up-1"]["condition"] is None and workers["up-1"]["condition_since"] is None
+    assert client.get("/v1/status?source=s", headers=H_READ).json()["workers_impeded"] == []
 
 
 def test_metrics_speak_prometheus_and_need_the_read_token_by_default(client: TestClient, migrated_pg_url: str) -> None:

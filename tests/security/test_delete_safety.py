@@ -55,6 +55,11 @@ def test_removing_the_watched_root_deletes_nothing_remotely_and_says_deletes_are
     wait_for(lambda: tap.of("held"), 30, what="a held event")
     assert_nothing_deleted_for(8, remote, before, tap)
     assert any("gone" in str(e.get("reason")) for e in tap.of("held")), tap.of("held")
+    wait_for(
+        lambda: "the watched folder is gone, unmounted or replaced" in str(tap.conditions("watcher")),
+        20,
+        what="the watcher's heartbeat to say so (for the status)",
+    )
     assert_all_alive(stack)
 
 
@@ -74,10 +79,17 @@ def test_a_root_replaced_by_an_empty_folder_deletes_nothing_until_an_admin_relea
     # the root replaced, that is every one of them, so it must ask for none.
     admin.request_rescan(amqp_url, "default", full=True)
     assert_nothing_deleted_for(8, remote, before, tap)  # more than two rescans of the empty folder
+    assert "replaced" in str(tap.conditions("watcher")), "the status does not say why deletes wait"
 
     release(amqp_url)
     stack.wait_mirror(60)
     assert remote.snapshot() == {}, "the released deletes were applied"
+    mark = tap.mark()
+    wait_for(
+        lambda: list(tap.conditions("watcher", mark).values()) == [None],
+        20,
+        what="the watcher's heartbeat to say nothing keeps it from its work any more",
+    )
     (stack.watch / "new.txt").write_text("written in the new folder after the release")
     stack.wait_mirror(30)
     assert_all_alive(stack)

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from skynet.common.errors import RemoteAccessDenied, RemoteUnavailable
+from skynet.common.events import Condition
 from skynet.uploader import main as uploader_main
 from skynet.uploader.main import RemoteGuard
 
@@ -52,7 +53,7 @@ def no_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_a_refused_uploader_resumes_only_once_a_new_connection_is_accepted() -> None:
     consumer, probe = Consumer(), Probe(refusals=3)
-    guard = RemoteGuard(consumer, probe)  # type: ignore[arg-type]
+    guard = RemoteGuard(consumer, probe, Condition())  # type: ignore[arg-type]
     guard.remote_down(RemoteAccessDenied("host key of [h]:22 does not match known_hosts: refusing to connect"))
     assert consumer.resumed.wait(5)
     assert probe.connections == 4, "resumed on a session opened before the refusal"
@@ -62,7 +63,32 @@ def test_an_outage_is_probed_on_the_session_as_before() -> None:
     consumer, probe = Consumer(), Probe(refusals=0)
     calls: list[Any] = []
     probe.close = lambda: calls.append("close")  # type: ignore[method-assign]
-    guard = RemoteGuard(consumer, probe)  # type: ignore[arg-type]
+    guard = RemoteGuard(consumer, probe, Condition())  # type: ignore[arg-type]
     guard.remote_down(RemoteUnavailable("connection reset"))
     assert consumer.resumed.wait(5)
     assert calls == []
+
+
+def test_the_pause_and_its_latest_cause_are_reported_until_the_remote_is_back() -> None:
+    """What the heartbeat carries: the pause's cause as it is now, since the pause began."""
+    consumer, probe, condition = Consumer(), Probe(refusals=0), Condition()
+    seen: list[dict[str, Any]] = []
+    causes = iter([RemoteUnavailable("connection refused"), RemoteUnavailable("no route to host")])
+
+    def check() -> None:
+        seen.append(condition.fields())
+        cause = next(causes, None)
+        if cause is not None:
+            raise cause
+
+    probe.check = check  # type: ignore[method-assign]
+    guard = RemoteGuard(consumer, probe, condition)  # type: ignore[arg-type]
+    guard.remote_down(RemoteUnavailable("connection reset"))
+    assert consumer.resumed.wait(5)
+    assert [f["condition"] for f in seen] == [
+        "paused: remote unavailable: connection reset",
+        "paused: remote unavailable: connection refused",
+        "paused: remote unavailable: no route to host",
+    ]
+    assert len({f["condition_since"] for f in seen}) == 1, "the pause began once"
+    assert condition.fields() == {"condition": None, "condition_since": None}

@@ -51,6 +51,9 @@ def render(st: Status, transfers: list[Transfer]) -> str:
         o = st.oldest_pending
         lines.append(f"oldest pending: {o.source}:{o.path} ({o.state}, {o.age_s:.0f}s)")
     lines.append(f"workers alive: {st.workers_alive}")
+    for w in st.workers_impeded:
+        since = f" (since {w.since:%H:%M:%S} UTC)" if w.since else ""
+        lines.append(f"  ! {w.worker} ({w.role}, {w.source}){since}: {w.condition}")
     if st.queues is not None:
         lines.append(f"queues (dead letters: {st.dead_letters}):")
         for name, depth in sorted(st.queues.items()):

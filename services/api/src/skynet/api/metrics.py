@@ -89,6 +89,16 @@ def render(status: Status, workers: Iterable[Worker], last_seq: int, requests: R
     for (role, is_alive), n in sorted(tally.items()):
         alive.add(n, role=role, alive=is_alive)
     fams.append(alive)
+    impeded = Family(
+        "skynet_workers_impeded", "gauge", "Live workers kept from their work (an uploader paused, say), by role."
+    )
+    counts: dict[str, int] = {}
+    for w in workers:
+        if w.alive:
+            counts[w.role] = counts.get(w.role, 0) + (w.condition is not None)
+    for role, n in sorted(counts.items()):
+        impeded.add(n, role=role)
+    fams.append(impeded)
     if status.queues is not None:
         queues = Family("skynet_queue_messages", "gauge", "Ready messages per broker queue.")
         for name, depth in sorted(status.queues.items()):

@@ -113,6 +113,12 @@ class Worker(BaseModel):
     started_at: datetime | None = None
     last_seen: datetime
     alive: bool
+    condition: str | None = Field(
+        default=None,
+        description="what keeps the worker from its work, in a sentence (an uploader paused because its target"
+        " is unreachable or refuses it; a watcher whose state folder is full or whose folder is gone); null: nothing",
+    )
+    condition_since: datetime | None = None
 
 
 class WorkerList(BaseModel):
@@ -132,6 +138,14 @@ class OldestPending(BaseModel):
     age_s: float
 
 
+class WorkerCondition(BaseModel):
+    worker: str
+    role: str
+    source: str
+    condition: str
+    since: datetime | None = None
+
+
 class Status(BaseModel):
     generated_at: datetime
     files: dict[str, int] = Field(description="files per state, every source")
@@ -141,6 +155,9 @@ class Status(BaseModel):
     oldest_pending: OldestPending | None = None
     active_transfers: int
     workers_alive: int
+    workers_impeded: list[WorkerCondition] = Field(
+        default_factory=list, description="the live workers kept from their work, and why (see /v1/workers)"
+    )
     queues: dict[str, int | None] | None = Field(
         default=None, description="ready messages per queue (null: no such queue); null without a broker"
     )

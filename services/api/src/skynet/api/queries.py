@@ -21,6 +21,7 @@ from skynet.api.models import (
     Throughput,
     Transfer,
     Worker,
+    WorkerCondition,
 )
 from skynet.common.errors import PermanentError
 
@@ -268,12 +269,25 @@ def active_transfers(cur: Any, *, source: str | None = None, limit: int = 500) -
 
 def list_workers(cur: Any, stale_s: float) -> list[Worker]:
     cur.execute(
-        "SELECT worker, role, source, host, active, capacity, bytes_sent, files_done, started_at, last_seen,"
-        " last_seen > now() - make_interval(secs => %s) FROM workers ORDER BY last_seen DESC LIMIT 1000",
+        "SELECT worker, role, source, host, active, capacity, bytes_sent, files_done, started_at,"
+        " condition, condition_since, last_seen, last_seen > now() - make_interval(secs => %s)"
+        " FROM workers ORDER BY last_seen DESC LIMIT 1000",
         (stale_s,),
     )
-    keys = ("worker", "role", "source", "host", "active", "capacity", "bytes_sent", "files_done", "started_at")
-    return [Worker(**dict(zip(keys, r[:9], strict=True)), last_seen=r[9], alive=bool(r[10])) for r in cur.fetchall()]
+    keys = (
+        "worker",
+        "role",
+        "source",
+        "host",
+        "active",
+        "capacity",
+        "bytes_sent",
+        "files_done",
+        "started_at",
+        "condition",
+        "condition_since",
+    )
+    return [Worker(**dict(zip(keys, r[:11], strict=True)), last_seen=r[11], alive=bool(r[12])) for r in cur.fetchall()]
 
 
 # ---------------------------------------------------------------------------- status
@@ -328,6 +342,15 @@ def status(cur: Any, *, worker_stale_s: float = 30.0, source: str | None = None)
         {"stale": worker_stale_s, "s": source},
     )
     alive = int(cur.fetchone()[0])
+    cur.execute(
+        "SELECT worker, role, source, condition, condition_since FROM workers"
+        " WHERE condition IS NOT NULL AND last_seen > now() - make_interval(secs => %(stale)s)"
+        " AND (%(s)s::text IS NULL OR source = %(s)s OR role = 'notifier') ORDER BY condition_since, worker LIMIT 100",
+        {"stale": worker_stale_s, "s": source},
+    )
+    impeded = [
+        WorkerCondition(worker=w, role=r, source=src, condition=c, since=t) for w, r, src, c, t in cur.fetchall()
+    ]
     return Status(
         generated_at=datetime.now(UTC),
         files=totals,
@@ -337,4 +360,5 @@ def status(cur: Any, *, worker_stale_s: float = 30.0, source: str | None = None)
         oldest_pending=oldest,
         active_transfers=totals.get("started", 0),
         workers_alive=alive,
+        workers_impeded=impeded,
     )

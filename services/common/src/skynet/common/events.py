@@ -22,6 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from skynet.common.broker import Outgoing, Publisher, backoff_delays
 from skynet.common.errors import BrokerUnavailable
@@ -155,6 +156,32 @@ class EventSink:
                 log.warning("event path down (%s); %d events buffered, retry in %.1fs", exc.reason, self.pending, delay)
                 with self._cond:
                     self._cond.wait(delay)
+
+
+class Condition:
+    """What keeps a worker from its work, in a sentence, and since when: for its heartbeat.
+
+    ``set(None)`` once nothing does. A new sentence while one is set (a cause that changed, say)
+    keeps the first one's start: the worker has been kept from its work since then.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._text: str | None = None
+        self._since: float | None = None
+
+    def set(self, text: str | None) -> None:
+        with self._lock:
+            if text is None:
+                self._since = None
+            elif self._text is None:
+                self._since = time.time()
+            self._text = text
+
+    def fields(self) -> dict[str, Any]:
+        """The heartbeat's ``condition`` and ``condition_since``."""
+        with self._lock:
+            return {"condition": self._text, "condition_since": self._since}
 
 
 def start_heartbeats(

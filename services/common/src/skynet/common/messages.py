@@ -183,6 +183,9 @@ class FileEvent(_Message):
         return cls(type=kind, state=state, source=source, path=path, **fields)
 
 
+MAX_CONDITION = 1000
+
+
 class WorkerHeartbeat(_Message):
     """A worker is alive; sent every few seconds."""
 
@@ -195,6 +198,18 @@ class WorkerHeartbeat(_Message):
     files_done: int = Field(default=0, ge=0)
     host: str | None = Field(default=None, max_length=255)
     started_at: float | None = None
+    # What keeps the worker from its work, in a sentence ("paused: remote unavailable: …"), and
+    # since when; None while nothing does.
+    condition: str | None = Field(default=None, max_length=MAX_CONDITION)
+    condition_since: float | None = None
+
+    @field_validator("condition", mode="before")
+    @classmethod
+    def _shorten(cls, value: object) -> object:
+        """A long cause (an error's whole text) is cut, never a reason to drop the heartbeat."""
+        if isinstance(value, str) and len(value) > MAX_CONDITION:
+            return value[: MAX_CONDITION - 1] + "…"
+        return value
 
 
 Event = FileEvent | WorkerHeartbeat

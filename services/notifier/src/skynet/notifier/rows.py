@@ -156,4 +156,6 @@ def worker_row(h: WorkerHeartbeat) -> tuple[Any, ...]:
         h.files_done,
         ts(h.started_at) if h.started_at is not None else None,
         ts(h.created_at),
+        clean(h.condition),
+        ts(h.condition_since) if h.condition_since is not None else None,
     )

@@ -14,7 +14,7 @@ from types import FrameType
 
 from skynet.common.broker import Consumer, Delivery, backoff_delays, declare_consumer_topology
 from skynet.common.errors import ConfigError, RemoteAccessDenied, RemoteRefused, RemoteUnavailable, SkynetError
-from skynet.common.events import EventSink, start_heartbeats
+from skynet.common.events import Condition, EventSink, start_heartbeats
 from skynet.common.logs import setup_logging
 from skynet.common.messages import FileEvent, WorkerHeartbeat
 from skynet.common.settings import load_settings
@@ -38,20 +38,23 @@ class RemoteGuard:
     """Pauses the consumer while the remote is away and resumes it once a probe succeeds.
 
     While paused the uploader takes no new work, so there is no storm of requeues; in-flight work
-    finishes or fails on its own.
+    finishes or fails on its own. ``condition`` says so, with the latest cause, for the heartbeat
+    (and so for ``/v1/workers``, ``/v1/status`` and the dashboard).
     """
 
-    def __init__(self, consumer: Consumer, probe: Backend) -> None:
+    def __init__(self, consumer: Consumer, probe: Backend, condition: Condition) -> None:
         self._consumer = consumer
         self._probe = probe
         self._lock = threading.Lock()
         self._probing = False
+        self.condition = condition
 
     def remote_down(self, exc: RemoteUnavailable) -> None:
         with self._lock:
             if self._probing:
                 return
             self._probing = True
+            self._note(exc)
         self._consumer.pause()
         threading.Thread(target=self._wait_for_remote, args=(exc,), name="remote-probe", daemon=True).start()
 
@@ -74,12 +77,22 @@ class RemoteGuard:
             except RemoteAccessDenied as err:
                 denied = True
                 log.error("the target still refuses this uploader: %s", err.reason)
+                self._note(err)
             except SkynetError as err:
                 log.info("remote still unavailable: %s", err.reason)
+                self._note(err)
         with self._lock:
             self._probing = False
+            self.condition.set(None)
         log.info("remote is back: resuming")
         self._consumer.resume()
+
+    def _note(self, exc: SkynetError) -> None:
+        """The pause's latest cause, as the heartbeat reports it."""
+        if isinstance(exc, RemoteAccessDenied):
+            self.condition.set(f"paused: the target refuses this uploader: {exc}; {FIX}")
+        else:
+            self.condition.set(f"paused: remote unavailable: {exc}")
 
 
 def spare_deliveries(concurrency: int) -> int:
@@ -146,7 +159,8 @@ def run(settings: UploaderSettings) -> None:
         stop_grace_s=settings.stop_grace_s,
         on_grace_expired=reconciler.cancel,
     )
-    guard = RemoteGuard(consumer, probe)
+    paused = Condition()
+    guard = RemoteGuard(consumer, probe, paused)
     try:
         probe.check()
     except RemoteAccessDenied:
@@ -169,6 +183,7 @@ def run(settings: UploaderSettings) -> None:
             files_done=c.files_done,
             host=socket.gethostname(),
             started_at=started,
+            **paused.fields(),
         )
 
     start_heartbeats(sink, settings.heartbeat_interval_s, heartbeat, stop)

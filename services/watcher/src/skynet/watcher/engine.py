@@ -168,6 +168,7 @@ class Engine:
         self._state_rescan_at: float | None = None
         self._state_wait = STATE_RETRY_S[0]
         self._state_reported_at = -1e9
+        self._state_error: str | None = None  # why the last write was refused, until one succeeds
         self._verified = 0  # files a full scan sent to be checked against the remote
         # Set while the start-up scan runs: the outbox pump waits for it (see pump.py).
         self.starting_scan = threading.Event()
@@ -288,6 +289,7 @@ class Engine:
         is tried again with a growing wait. Nothing is lost; the watcher goes on watching.
         """
         now = self.clock()
+        self._state_error = exc.reason
         if now - self._state_reported_at >= STATE_REPORT_EVERY_S:
             self._state_reported_at = now
             log.error(
@@ -689,6 +691,7 @@ class Engine:
             log.info("the watcher's state can be written again")
             self._state_wait = STATE_RETRY_S[0]
             self._state_reported_at = -1e9
+            self._state_error = None
         if actions:
             self.wake_pump()
 
@@ -718,6 +721,19 @@ class Engine:
         if (dev, ino) != current:
             log.error("watched folder %s is not the folder watched before the restart: deletes are held", self.root)
         return (dev, ino)
+
+    def condition(self) -> str | None:
+        """What keeps the watcher from its work now, in a sentence, for its heartbeat (None:
+        nothing). Read from the heartbeat's thread."""
+        parts = []
+        if self._state_error is not None:
+            parts.append(
+                f"its state folder refuses writes ({self._state_error}): the changes not stored are"
+                " found again by a rescan once it takes them; free some space there"
+            )
+        if not self.root_ok():
+            parts.append("the watched folder is gone, unmounted or replaced: deletes are held")
+        return "; ".join(parts) or None
 
     def root_ok(self) -> bool:
         ident = self._root_identity()

@@ -12,7 +12,7 @@ from types import FrameType
 
 from skynet.common.broker import Publisher
 from skynet.common.errors import ConfigError
-from skynet.common.events import EventSink, start_heartbeats
+from skynet.common.events import Condition, EventSink, start_heartbeats
 from skynet.common.logs import setup_logging
 from skynet.common.messages import FileEvent, WorkerHeartbeat
 from skynet.common.settings import load_settings
@@ -96,8 +96,11 @@ def run(settings: WatcherSettings) -> None:
     ).start()
     stop = threading.Event()
     started = time.time()
+    condition = Condition()
 
     def heartbeat() -> WorkerHeartbeat:
+        fell_back = WATCH_LIMIT_HELP if settings.observer != "polling" and engine.polling else None
+        condition.set("; ".join(c for c in (engine.condition(), fell_back) if c) or None)
         return WorkerHeartbeat(
             source=settings.source,
             worker=name,
@@ -107,6 +110,7 @@ def run(settings: WatcherSettings) -> None:
             files_done=pump.published,
             host=socket.gethostname(),
             started_at=started,
+            **condition.fields(),
         )
 
     start_heartbeats(sink, 5.0, heartbeat, stop)

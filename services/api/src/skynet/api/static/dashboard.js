@@ -307,13 +307,16 @@ async function refreshStatus() {
     ["Dead letters", st.dead_letters ?? "–", (st.dead_letters || 0) > 0],
     ["Done, last minute", `${st.done_last_minute.files} · ${fmtBytes(st.done_last_minute.bytes)}`],
     ["Oldest pending", st.oldest_pending ? fmtDuration(st.oldest_pending.age_s) : "–"],
-    ["Workers alive", st.workers_alive, st.workers_alive === 0],
+    ["Workers alive", st.workers_alive, st.workers_alive === 0 || st.workers_impeded.length > 0],
   ];
   $("summary").replaceChildren(
     ...items.map(([label, value, bad]) => el("div", {}, el("dt", { text: label }), el("dd", { class: bad ? "bad" : null, text: value }))),
   );
   drawQueues();
-  if (st.broker_error) notice(`Broker: ${st.broker_error}`, true);
+  // What keeps the pipeline from its work goes in the notice line, above everything else.
+  const problems = st.workers_impeded.map((w) => `${w.worker}: ${w.condition}`);
+  if (st.broker_error) problems.unshift(`Broker: ${st.broker_error}`);
+  if (problems.length) notice(problems.join(" · "), true);
   else if ($("notice").classList.contains("bad")) notice("");
 }
 
@@ -565,6 +568,8 @@ async function refreshWorkers() {
       el("td", { class: `num ${w.alive ? "alive" : "stale"}` },
         el("time", { datetime: w.last_seen, "data-ago": w.last_seen, text: ago(w.last_seen) }),
         w.alive ? "" : " (stale)"),
+      el("td", { class: w.condition ? "condition bad" : "condition", text: w.condition || "–",
+        title: w.condition_since ? `since ${new Date(w.condition_since).toLocaleString()}` : "" }),
     ),
   );
   $("workers").tBodies[0].replaceChildren(...rows);
