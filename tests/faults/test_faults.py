@@ -343,6 +343,12 @@ def test_every_file_arrives_intact_when_rabbitmq_restarts_mid_flow(
 # ----------------------------------------------------------------------------- 3. remote outages
 
 
+def _newest_states(tap: EventTap, mark: int, prefix: str) -> dict[str, str]:
+    """The newest lifecycle state of each file under ``prefix`` since ``mark`` (the file list's state)."""
+    events = tap.since(mark, lambda e: str(e.get("type", "")).startswith("file.") and e["path"].startswith(prefix))
+    return {e["path"]: e["state"] for e in sorted(events, key=lambda e: e["created_at"])}
+
+
 def _outage_run(stack: Stack, cut: object, restore: object, report: FaultReport, label: str, tap: EventTap) -> None:
     stack.start("watcher")
     stack.start("uploader", "uploader-a")
@@ -355,11 +361,14 @@ def _outage_run(stack: Stack, cut: object, restore: object, report: FaultReport,
     for i in range(50):
         (stack.watch / f"during-{i}.txt").write_text(f"during the outage {i}")
     time.sleep(30)
-    # What the status shows meanwhile: both uploaders paused, and why.
+    # What the status shows meanwhile: both uploaders paused, and why; no file "started" by
+    # an uploader that handed it back.
     paused = tap.conditions("uploader", mark)
     assert len(paused) == 2 and all(c and c.startswith("paused: remote unavailable: ") for c in paused.values()), (
         f"the uploaders' heartbeats do not say they pause for the remote: {paused}"
     )
+    states = _newest_states(tap, mark, "during-")
+    assert "started" not in states.values(), f"files shown as uploading while nothing uploads them: {states}"
     restore()  # type: ignore[operator]
     snap = stack.wait_mirror(180)
     wait_for(

@@ -327,6 +327,9 @@ def test_an_unreachable_remote_pauses_the_uploader_and_requeues_without_counting
     (tmp_path / "a.txt").write_text("x")
     assert rig.send(PathChanged(source="default", path="a.txt")) == "requeue"
     assert rig.paused, "the consumer was not asked to pause"
+    # Handed back: queued again in the file list, not an upload that nobody is doing.
+    last = [e for e in rig.events if e.path == "a.txt"][-1]
+    assert last.state == "queued" and "handed back to the queue: remote unavailable" in str(last.reason)
 
 
 def test_a_refused_name_is_dead_lettered_with_its_reason(tmp_path: Path) -> None:

@@ -204,6 +204,7 @@ class Reconciler:
             return ACK
         except TransferCancelled:
             log.info("handing %r back to the queue: the uploader is stopping", path)
+            self._handed_back(path, "the uploader handling it stopped")
             return Outcome("requeue", "uploader stopping")
         except RemoteUnavailable as exc:
             count = self._requeues.get(action.id, 0) + 1
@@ -211,6 +212,7 @@ class Reconciler:
             if count <= 3:
                 log.warning("remote unavailable while handling %r (%s): pausing", path, exc.reason)
                 self._on_remote_down(exc)
+                self._handed_back(path, f"remote unavailable: {exc}")
                 return Outcome("requeue", exc.reason)
             self._requeues.pop(action.id, None)
             self.event("failed", path, reason=exc.reason, attempt=d.attempts + 1)
@@ -229,6 +231,13 @@ class Reconciler:
             return Outcome("retry", exc.reason)
         finally:
             self.counters.add(active=-1)
+
+    def _handed_back(self, path: str, why: str) -> None:
+        """An action handed back to its queue is queued again, not "started" by nobody: say so,
+        for the file list and the count of transfers (the uploader's heartbeat says why it
+        paused)."""
+        if path:
+            self.event("queued", path, reason=f"handed back to the queue: {why}")
 
     def _dispatch(self, action: PathChanged | PathMoved | PruneRemote, again: bool = False) -> None:
         if isinstance(action, PathMoved):
