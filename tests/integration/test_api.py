@@ -252,6 +252,30 @@ def test_what_keeps_a_worker_from_its_work_is_shown_until_a_newer_heartbeat_clea
     assert client.get("/v1/status?source=s", headers=H_READ).json()["workers_impeded"] == []
 
 
+def test_a_file_name_cannot_drive_the_terminal_that_shows_skynet_status(migrated_pg_url: str) -> None:
+    """The watcher refuses a name with control characters, and the failure is listed under that
+    name: ``skynet status`` shows it escaped, never writes an escape sequence to the terminal."""
+    hostile = "clear\x1b[2J\x1b]0;owned\x07\nfake: line.txt"
+    store(
+        migrated_pg_url,
+        [
+            FileEvent.make("failed", source="s", path=hostile, reason="InvalidPath: contains a control character"),
+            WorkerHeartbeat(source="s", worker="up\x1b[31m", role="uploader", condition="paused: \x1b[5mremote"),
+        ],
+    )
+    cli = subprocess.run(
+        [sys.executable, "-m", "skynet.api.cli", "status"],
+        env={"SKYNET_DATABASE_URL": migrated_pg_url, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert "\x1b" not in cli.stdout and "\x07" not in cli.stdout and "\nfake: line.txt" not in cli.stdout
+    assert "oldest pending: s:clear\\x1b[2J\\x1b]0;owned\\x07\\nfake: line.txt (failed" in cli.stdout
+    assert "! up\\x1b[31m (uploader, s)" in cli.stdout and "paused: \\x1b[5mremote" in cli.stdout
+
+
 def test_metrics_speak_prometheus_and_need_the_read_token_by_default(client: TestClient, migrated_pg_url: str) -> None:
     seed_files(migrated_pg_url)
     assert client.get("/metrics").status_code == 401

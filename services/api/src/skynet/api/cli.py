@@ -38,6 +38,15 @@ def _human(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
+def _shown(text: str | None) -> str:
+    """``text`` safe for a terminal: a control character in a file name (a newline, an escape
+    sequence, which the watcher refuses but whose failure is listed) is shown escaped, never
+    sent to the terminal as it is."""
+    if text is None:
+        return ""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def render(st: Status, transfers: list[Transfer]) -> str:
     lines = [f"skynet status at {st.generated_at:%Y-%m-%d %H:%M:%S} UTC", ""]
     lines.append(f"files: {st.files_total}")
@@ -49,11 +58,11 @@ def render(st: Status, transfers: list[Transfer]) -> str:
     lines.append(f"last minute: {d.files} files, {_human(d.bytes)}")
     if st.oldest_pending:
         o = st.oldest_pending
-        lines.append(f"oldest pending: {o.source}:{o.path} ({o.state}, {o.age_s:.0f}s)")
+        lines.append(f"oldest pending: {o.source}:{_shown(o.path)} ({o.state}, {o.age_s:.0f}s)")
     lines.append(f"workers alive: {st.workers_alive}")
     for w in st.workers_impeded:
         since = f" (since {w.since:%H:%M:%S} UTC)" if w.since else ""
-        lines.append(f"  ! {w.worker} ({w.role}, {w.source}){since}: {w.condition}")
+        lines.append(f"  ! {_shown(w.worker)} ({w.role}, {w.source}){since}: {_shown(w.condition)}")
     if st.queues is not None:
         lines.append(f"queues (dead letters: {st.dead_letters}):")
         for name, depth in sorted(st.queues.items()):
@@ -64,7 +73,7 @@ def render(st: Status, transfers: list[Transfer]) -> str:
     for t in transfers[:50]:
         pct = f"{t.percent:5.1f}%" if t.percent is not None else "    ?"
         eta = f"eta {t.eta_s:.0f}s" if t.eta_s is not None else ""
-        lines.append(f"  {pct} {t.source}:{t.path} {_human(t.bytes_done)} {eta} {t.worker or ''}".rstrip())
+        lines.append(f"  {pct} {t.source}:{_shown(t.path)} {_human(t.bytes_done)} {eta} {_shown(t.worker)}".rstrip())
     return "\n".join(lines)
 
 
