@@ -280,6 +280,7 @@ def seeded_api(tmp_path: Path, migrated_pg_url: str) -> Iterator[str]:
         FileEvent.make("held", source="default", path="old/report.pdf", reason=HELD_REASON, created_at=now - 5)
     )
     beats = [
+        WorkerHeartbeat(source="default", worker="notifier", role="notifier"),
         WorkerHeartbeat(source="default", worker="uploader-ok", role="uploader"),
         WorkerHeartbeat(
             source="default", worker="uploader-off", role="uploader", condition=PAUSED, condition_since=now
@@ -308,7 +309,7 @@ def test_a_paused_uploader_says_why_above_everything_and_in_its_row(browser: Bro
 
     page = sign_in(browser, seeded_api, READ)
     expect(page.locator("#notice")).to_have_text(f"uploader-off: {PAUSED}")
-    expect(page.locator("#summary div", has_text="Workers alive").locator("dd.bad")).to_have_text("2")
+    expect(page.locator("#summary div", has_text="Workers alive").locator("dd.bad")).to_have_text("3")
     expect(page.locator("#workers tr", has_text="uploader-off").locator("td.condition.bad")).to_have_text(PAUSED)
     expect(page.locator("#workers tr", has_text="uploader-ok").locator("td.condition")).to_have_text(
         "\u2013"
@@ -340,3 +341,27 @@ def test_held_deletes_show_their_reason_and_long_lists_page_on_the_server(browse
     page.get_by_label("State").select_option("held")
     expect(files).to_have_count(0)
     expect(page.locator("#files-empty")).to_be_visible()
+
+
+def test_without_a_live_notifier_the_page_says_it_shows_the_past(
+    browser: Browser, tmp_path: Path, migrated_pg_url: str
+) -> None:
+    from playwright.sync_api import expect
+
+    from skynet.common.messages import WorkerHeartbeat
+    from skynet.notifier.store import EventStore
+
+    store = EventStore(migrated_pg_url)
+    try:
+        store.store(
+            [WorkerHeartbeat(source="default", worker="notifier", role="notifier", created_at=time.time() - 600)]
+        )
+    finally:
+        store.close()
+    api, url = start_api(migrated_pg_url, str(tmp_path / "api.log"), SKYNET_API_TOKEN=READ)
+    try:
+        page = sign_in(browser, url, READ)
+        expect(page.locator("#notice")).to_contain_text("No notifier is storing events since ")
+        expect(page.locator("#notice")).to_contain_text("this page shows how things were then")
+    finally:
+        stop_process(api)

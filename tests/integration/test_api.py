@@ -252,6 +252,37 @@ def test_what_keeps_a_worker_from_its_work_is_shown_until_a_newer_heartbeat_clea
     assert client.get("/v1/status?source=s", headers=H_READ).json()["workers_impeded"] == []
 
 
+def test_without_a_live_notifier_the_status_says_it_is_out_of_date(client: TestClient, migrated_pg_url: str) -> None:
+    """With no notifier storing events, every worker looks dead and the counts stop moving: the
+    status must say that the picture is old, not let it pass for the present."""
+
+    def status() -> dict[str, Any]:
+        return dict(client.get("/v1/status", headers=H_READ).json())
+
+    def cli() -> str:
+        out = subprocess.run(
+            [sys.executable, "-m", "skynet.api.cli", "status"],
+            env={"SKYNET_DATABASE_URL": migrated_pg_url, "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    assert status()["notifier_alive"] is False and status()["notifier_seen_at"] is None  # never ran
+    assert "! no notifier is storing events (ever)" in cli()
+    long_ago = time.time() - 3600
+    store(migrated_pg_url, [WorkerHeartbeat(source="default", worker="n1", role="notifier", created_at=long_ago)])
+    st = status()
+    assert st["notifier_alive"] is False
+    assert abs(datetime.fromisoformat(st["notifier_seen_at"]).timestamp() - long_ago) < 1
+    assert f"! no notifier is storing events (since {datetime.fromtimestamp(long_ago, UTC):%Y-%m-%d %H:%M}" in cli()
+    store(migrated_pg_url, [WorkerHeartbeat(source="default", worker="n2", role="notifier")])
+    assert status()["notifier_alive"] is True
+    assert "no notifier" not in cli()
+
+
 def test_a_file_name_cannot_drive_the_terminal_that_shows_skynet_status(migrated_pg_url: str) -> None:
     """The watcher refuses a name with control characters, and the failure is listed under that
     name: ``skynet status`` shows it escaped, never writes an escape sequence to the terminal."""

@@ -49,6 +49,13 @@ def _shown(text: str | None) -> str:
 
 def render(st: Status, transfers: list[Transfer]) -> str:
     lines = [f"skynet status at {st.generated_at:%Y-%m-%d %H:%M:%S} UTC", ""]
+    if not st.notifier_alive:
+        seen = f"since {st.notifier_seen_at:%Y-%m-%d %H:%M:%S} UTC" if st.notifier_seen_at else "ever"
+        lines += [
+            f"! no notifier is storing events ({seen}): what follows is as of then, workers included;",
+            "  the events wait in the skynet.events queue until a notifier runs",
+            "",
+        ]
     lines.append(f"files: {st.files_total}")
     for state, n in sorted(st.files.items(), key=lambda kv: -kv[1]):
         lines.append(f"  {state:<10} {n:>10}")

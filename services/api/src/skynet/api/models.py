@@ -158,6 +158,12 @@ class Status(BaseModel):
     workers_impeded: list[WorkerCondition] = Field(
         default_factory=list, description="the live workers kept from their work, and why (see /v1/workers)"
     )
+    notifier_alive: bool = Field(
+        default=True,
+        description="false: no notifier is storing events, so this picture is as of notifier_seen_at"
+        " (events, heartbeats included, wait in the broker's skynet.events queue)",
+    )
+    notifier_seen_at: datetime | None = Field(default=None, description="newest heartbeat of any notifier")
     queues: dict[str, int | None] | None = Field(
         default=None, description="ready messages per queue (null: no such queue); null without a broker"
     )

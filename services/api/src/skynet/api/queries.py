@@ -351,6 +351,12 @@ def status(cur: Any, *, worker_stale_s: float = 30.0, source: str | None = None)
     impeded = [
         WorkerCondition(worker=w, role=r, source=src, condition=c, since=t) for w, r, src, c, t in cur.fetchall()
     ]
+    cur.execute(
+        "SELECT max(last_seen), coalesce(max(last_seen) > now() - make_interval(secs => %s), false)"
+        " FROM workers WHERE role = 'notifier'",
+        (worker_stale_s,),
+    )
+    notifier_seen_at, notifier_alive = cur.fetchone()
     return Status(
         generated_at=datetime.now(UTC),
         files=totals,
@@ -361,4 +367,6 @@ def status(cur: Any, *, worker_stale_s: float = 30.0, source: str | None = None)
         active_transfers=totals.get("started", 0),
         workers_alive=alive,
         workers_impeded=impeded,
+        notifier_alive=bool(notifier_alive),
+        notifier_seen_at=notifier_seen_at,
     )

@@ -315,6 +315,10 @@ async function refreshStatus() {
   drawQueues();
   // What keeps the pipeline from its work goes in the notice line, above everything else.
   const problems = st.workers_impeded.map((w) => `${w.worker}: ${w.condition}`);
+  if (!st.notifier_alive) {
+    const seen = st.notifier_seen_at ? ` since ${new Date(st.notifier_seen_at).toLocaleString()}` : "";
+    problems.unshift(`No notifier is storing events${seen}: this page shows how things were then.`);
+  }
   if (st.broker_error) problems.unshift(`Broker: ${st.broker_error}`);
   if (problems.length) notice(problems.join(" · "), true);
   else if ($("notice").classList.contains("bad")) notice("");
