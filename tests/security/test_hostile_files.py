@@ -245,6 +245,27 @@ def test_a_file_that_disappears_between_its_event_and_its_upload_is_skipped_and_
     assert_all_alive(stack)
 
 
+def test_a_name_refused_by_the_start_up_scan_is_a_failure_as_when_it_is_written_later(
+    stack: Stack, tap: EventTap
+) -> None:
+    """The same refusal, whichever way the watcher meets the name: a failure to put right
+    (listed in /v1/failures), not a file skipped on purpose like a link."""
+    w = stack.watch
+    early = write_bytes_name(w, b"early-caf\xe9.txt", b"there before the watcher")
+    (w / "early\nline.txt").write_text("a newline in the name")
+    os.symlink("/etc/passwd", w / "early-link")
+    stack.start("watcher")
+    stack.start("uploader", "uploader-a")
+    wait_refusal(tap, shown(early), "not valid UTF-8")
+    wait_refusal(tap, "early\nline.txt", "control character")
+    late = write_bytes_name(w, b"late-caf\xe9.txt", b"written while the watcher runs")
+    wait_refusal(tap, shown(late), "not valid UTF-8")
+    for name in (shown(early), "early\nline.txt", shown(late)):
+        assert [e["state"] for e in tap.of("failed", name)] == ["failed"], name
+        assert not tap.of("skipped", name), f"{name!r} shown as skipped on purpose"
+    wait_for(lambda: tap.of("skipped", "early-link"), 30, what="the link skipped")
+
+
 def test_a_refused_name_and_a_skipped_link_are_reported_once_not_at_every_write_or_rescan(
     stack: Stack, remote: RemoteView, tap: EventTap
 ) -> None:

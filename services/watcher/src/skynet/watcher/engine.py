@@ -19,6 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Literal
 
 from skynet.common.errors import InvalidPath
 from skynet.common.messages import (
@@ -827,7 +828,7 @@ class Engine:
         count = 0
         for listing in walk(self.root, self.rules, req.under):
             for skipped in listing.skipped:
-                self._skip(skipped.path, skipped.reason)
+                self._skip(skipped.path, skipped.reason, skipped.state)
             found = listing.found
             seen.update(rel for rel, _gen in found)
             count += len(found)
@@ -945,10 +946,10 @@ class Engine:
 
     # ------------------------------------------------------------------ events
 
-    def _skip(self, rel: str, reason: str) -> None:
+    def _skip(self, rel: str, reason: str, state: Literal["skipped", "failed"] = "skipped") -> None:
         if self._first_report(rel, reason):
-            log.warning("skipping %r: %s", rel, reason)
-            self._emit("skipped", rel, reason=reason)
+            log.warning("%s %r: %s", "skipping" if state == "skipped" else "refusing", rel, reason)
+            self._emit(state, rel, reason=reason)
 
     def _first_report(self, rel: str, reason: str) -> bool:
         """True the first time ``rel`` is refused or skipped for ``reason``.

@@ -9,6 +9,7 @@ import os
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 from skynet.common.errors import InvalidPath
 from skynet.common.paths import plain_names, validate_child, validate_rel_path
@@ -27,6 +28,9 @@ SYMLINK = "symlink: not followed (skynet never follows links)"
 class Skipped:
     path: str
     reason: str
+    # "failed" for a name that cannot be mapped (as when the live events meet it): the file is
+    # not mirrored until it is renamed. Links and special files are skipped on purpose.
+    state: Literal["skipped", "failed"] = "skipped"
 
 
 @dataclass(frozen=True)
@@ -67,7 +71,7 @@ def walk(root: str, rules: IgnoreRules, under: str = "") -> Iterator[Listing]:
         try:
             validate_rel_path(under)
         except InvalidPath as exc:
-            yield Listing([], [Skipped(_shown(under), exc.reason)])
+            yield Listing([], [Skipped(_shown(under), exc.reason, "failed")])
             return
         if rules.ignored(under):
             return
@@ -121,7 +125,7 @@ def _read_folder(handle: int | str, rel_dir: str, rules: IgnoreRules) -> tuple[l
             try:
                 rel = validate_child(rel_dir, name)
             except InvalidPath as exc:
-                skipped.append(Skipped(_shown(prefix + name), exc.reason))
+                skipped.append(Skipped(_shown(prefix + name), exc.reason, "failed"))
                 continue
         if (ignored and name in ignored) or (path_match is not None and path_match(rel)):
             continue
