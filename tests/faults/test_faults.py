@@ -19,6 +19,7 @@ from pathlib import Path
 import pika
 import pytest
 
+from skynet.common import admin
 from skynet.common.admin import requeue_dead
 from skynet.common.topology import HEADER_ATTEMPTS, HEADER_REASON, actions_queue, dead_queue
 from skynet.uploader.storage._s3_multipart import part_size_for
@@ -407,6 +408,50 @@ def test_uploaders_wait_out_an_s3_server_outage_and_finish(
             stack.stop_all()
     finally:
         proxy.close()
+
+
+def test_a_bucket_deleted_under_the_uploaders_pauses_them_saying_so_until_it_is_back(
+    tmp_path: Path, amqp_url: str, s3_target: S3Target, tap: EventTap, report: FaultReport
+) -> None:
+    """The bucket goes (deleted by someone, a lifecycle rule, a wrong account). No file may be
+    failed or dead-lettered for it: the target as a whole refuses, and the uploaders' status says
+    that, at every check, until the bucket is back. A full rescan then puts back what went with it."""
+    client, bucket = s3_target.client, s3_target.bucket
+    stack = Stack(tmp_path, amqp_url, S3Remote(s3_target))
+    try:
+        stack.start("watcher")
+        for name in ("uploader-a", "uploader-b"):
+            stack.start("uploader", name, SKYNET_HEARTBEAT_INTERVAL_S="1")
+        for i in range(20):
+            (stack.watch / f"before-{i}.txt").write_text(f"before {i}")
+        stack.wait_mirror(60)
+        mark = tap.mark()
+        for obj in client.list_objects_v2(Bucket=bucket).get("Contents", []):
+            client.delete_object(Bucket=bucket, Key=obj["Key"])
+        client.delete_bucket(Bucket=bucket)
+        for i in range(30):
+            (stack.watch / f"during-{i}.txt").write_text(f"while the bucket is gone {i}")
+
+        def refused() -> bool:
+            said = tap.conditions("uploader", mark)
+            return len(said) == 2 and all(
+                c and c.startswith("paused: the target refuses this uploader: ") and "does not exist" in c
+                for c in said.values()
+            )
+
+        wait_for(refused, 60, what="both uploaders to say the target refuses them, the bucket gone")
+        time.sleep(6)  # several probes of the missing bucket later, it still says so
+        assert refused(), tap.conditions("uploader", mark)
+        client.create_bucket(Bucket=bucket)
+        admin.request_rescan(stack.amqp_url, "default", full=True)  # what went with the bucket
+        snap = stack.wait_mirror(120)
+        assert len(snap) == 50
+        gone_wrong = tap.since(mark, lambda e: e.get("state") in ("failed", "dead"))
+        assert not gone_wrong, f"files failed for the missing bucket: {gone_wrong[:3]}"
+        assert not dead_letters(stack.amqp_url)
+        report.row("S3 bucket deleted, then created again", len(snap), 0, 0, 0)
+    finally:
+        stack.stop_all()
 
 
 @pytest.mark.parametrize("client", ["openssh", "paramiko"])

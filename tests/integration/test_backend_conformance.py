@@ -685,6 +685,9 @@ def test_s3_refuses_a_missing_bucket(s3_server: s3_fx.S3Server, aws_credentials:
     # The whole target is refused, not the one file: the uploader pauses instead of dead-lettering.
     with pytest.raises(RemoteAccessDenied, match="NoSuchBucket"):
         backend.upload("x", __file__, generation_of(__file__), lambda n: None)
+    # The probe of a paused uploader says the same, not "unavailable" (a HEAD has no error code).
+    with pytest.raises(RemoteAccessDenied, match="bucket no-such-bucket-here does not exist"):
+        backend.check()
 
 
 def test_s3_records_the_generation_and_leaves_no_multipart_upload_open(

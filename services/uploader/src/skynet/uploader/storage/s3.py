@@ -164,6 +164,18 @@ class S3Backend(Backend):
     def check(self) -> None:
         try:
             self.client.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            # A HEAD's answer has no body, so no error code to classify by: a 404 or 403 on the
+            # bucket itself refuses this uploader as a whole, as NoSuchBucket or
+            # InvalidAccessKeyId do on any other request.
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+            if status == 404:
+                raise RemoteAccessDenied(f"bucket {self.bucket} does not exist (404)") from exc
+            if status == 403:
+                raise RemoteAccessDenied(
+                    f"bucket {self.bucket}: access denied (403): the credentials or a policy"
+                ) from exc
+            raise classify(exc, f"bucket {self.bucket}") from exc
         except Exception as exc:
             raise classify(exc, f"bucket {self.bucket}") from exc
 
