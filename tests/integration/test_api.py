@@ -66,6 +66,19 @@ def client(migrated_pg_url: str) -> Iterator[TestClient]:
         yield c
 
 
+def skynet_status(db_url: str, *args: str) -> str:
+    """What ``skynet status [args]`` prints for the database at ``db_url`` (it must succeed)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "skynet.api.cli", "status", *args],
+        env={"SKYNET_DATABASE_URL": db_url, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def seed_files(url: str, n: int = 25) -> None:
     t0 = time.time() - 1000
     events: list[FileEvent | WorkerHeartbeat] = []
@@ -235,16 +248,9 @@ def test_what_keeps_a_worker_from_its_work_is_shown_until_a_newer_heartbeat_clea
     ]  # a stale worker's last word is not news, and another source's is not this one's
     text = client.get("/metrics", headers=H_READ).text
     assert 'skynet_workers_impeded{role="uploader"} 1' in text and 'skynet_workers_impeded{role="watcher"} 1' in text
-    cli = subprocess.run(
-        [sys.executable, "-m", "skynet.api.cli", "status", "--source", "s"],
-        env={"SKYNET_DATABASE_URL": migrated_pg_url, "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert cli.returncode == 0, cli.stderr
-    assert f"! up-1 (uploader, s) (since {datetime.fromtimestamp(now - 90, UTC):%H:%M}" in cli.stdout
-    assert paused in cli.stdout
+    shown = skynet_status(migrated_pg_url, "--source", "s")
+    assert f"! up-1 (uploader, s) (since {datetime.fromtimestamp(now - 90, UTC):%H:%M}" in shown
+    assert paused in shown
 
     store(migrated_pg_url, [WorkerHeartbeat(source="s", worker="up-1", role="uploader")])  # the remote is back
     workers = {w["worker"]: w for w in client.get("/v1/workers", headers=H_READ).json()["items"]}
@@ -259,28 +265,20 @@ def test_without_a_live_notifier_the_status_says_it_is_out_of_date(client: TestC
     def status() -> dict[str, Any]:
         return dict(client.get("/v1/status", headers=H_READ).json())
 
-    def cli() -> str:
-        out = subprocess.run(
-            [sys.executable, "-m", "skynet.api.cli", "status"],
-            env={"SKYNET_DATABASE_URL": migrated_pg_url, "PATH": "/usr/bin:/bin"},
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert out.returncode == 0, out.stderr
-        return out.stdout
-
     assert status()["notifier_alive"] is False and status()["notifier_seen_at"] is None  # never ran
-    assert "! no notifier is storing events (ever)" in cli()
+    assert "! no notifier is storing events (ever)" in skynet_status(migrated_pg_url)
     long_ago = time.time() - 3600
     store(migrated_pg_url, [WorkerHeartbeat(source="default", worker="n1", role="notifier", created_at=long_ago)])
     st = status()
     assert st["notifier_alive"] is False
     assert abs(datetime.fromisoformat(st["notifier_seen_at"]).timestamp() - long_ago) < 1
-    assert f"! no notifier is storing events (since {datetime.fromtimestamp(long_ago, UTC):%Y-%m-%d %H:%M}" in cli()
+    assert (
+        f"! no notifier is storing events (since {datetime.fromtimestamp(long_ago, UTC):%Y-%m-%d %H:%M}"
+        in skynet_status(migrated_pg_url)
+    )
     store(migrated_pg_url, [WorkerHeartbeat(source="default", worker="n2", role="notifier")])
     assert status()["notifier_alive"] is True
-    assert "no notifier" not in cli()
+    assert "no notifier" not in skynet_status(migrated_pg_url)
 
 
 def test_a_file_name_cannot_drive_the_terminal_that_shows_skynet_status(migrated_pg_url: str) -> None:
@@ -294,17 +292,10 @@ def test_a_file_name_cannot_drive_the_terminal_that_shows_skynet_status(migrated
             WorkerHeartbeat(source="s", worker="up\x1b[31m", role="uploader", condition="paused: \x1b[5mremote"),
         ],
     )
-    cli = subprocess.run(
-        [sys.executable, "-m", "skynet.api.cli", "status"],
-        env={"SKYNET_DATABASE_URL": migrated_pg_url, "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert cli.returncode == 0, cli.stderr
-    assert "\x1b" not in cli.stdout and "\x07" not in cli.stdout and "\nfake: line.txt" not in cli.stdout
-    assert "oldest pending: s:clear\\x1b[2J\\x1b]0;owned\\x07\\nfake: line.txt (failed" in cli.stdout
-    assert "! up\\x1b[31m (uploader, s)" in cli.stdout and "paused: \\x1b[5mremote" in cli.stdout
+    shown = skynet_status(migrated_pg_url)
+    assert "\x1b" not in shown and "\x07" not in shown and "\nfake: line.txt" not in shown
+    assert "oldest pending: s:clear\\x1b[2J\\x1b]0;owned\\x07\\nfake: line.txt (failed" in shown
+    assert "! up\\x1b[31m (uploader, s)" in shown and "paused: \\x1b[5mremote" in shown
 
 
 def test_metrics_speak_prometheus_and_need_the_read_token_by_default(client: TestClient, migrated_pg_url: str) -> None:
@@ -503,25 +494,11 @@ def test_a_file_journey_reaches_the_file_view_the_event_stream_and_failures(
 
         # Without a token: refused, and the token given in the query string is never logged.
         assert httpx.get(f"{base}/v1/events/stream").status_code == 401
-        cli = subprocess.run(
-            [sys.executable, "-m", "skynet.api.cli", "status"],
-            env={"SKYNET_DATABASE_URL": db_url, "PATH": "/usr/bin:/bin"},
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert cli.returncode == 0, cli.stderr
-        assert "done" in cli.stdout and "failed" in cli.stdout and DB_PASSWORD not in cli.stdout
+        shown = skynet_status(db_url)
+        assert "done" in shown and "failed" in shown and DB_PASSWORD not in shown
         for source, total in (("default", 2), ("elsewhere", 0)):
-            one = subprocess.run(
-                [sys.executable, "-m", "skynet.api.cli", "status", "--json", "--source", source],
-                env={"SKYNET_DATABASE_URL": db_url, "PATH": "/usr/bin:/bin"},
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
-            assert one.returncode == 0, one.stderr
-            assert json.loads(one.stdout)["status"]["files_total"] == total
+            one = skynet_status(db_url, "--json", "--source", source)
+            assert json.loads(one)["status"]["files_total"] == total
     finally:
         stop_process(api)
         stop_process(notifier)

@@ -82,23 +82,21 @@ def render(status: Status, workers: Iterable[Worker], last_seq: int, requests: R
         Family("skynet_events_last_seq", "counter", "Sequence number of the newest stored event.").add(last_seq),
     ]
     alive = Family("skynet_workers", "gauge", "Workers by role and liveness.")
-    tally: dict[tuple[str, str], int] = {}
-    for w in workers:
-        key = (w.role, "true" if w.alive else "false")
-        tally[key] = tally.get(key, 0) + 1
-    for (role, is_alive), n in sorted(tally.items()):
-        alive.add(n, role=role, alive=is_alive)
-    fams.append(alive)
     impeded = Family(
         "skynet_workers_impeded", "gauge", "Live workers kept from their work (an uploader paused, say), by role."
     )
-    counts: dict[str, int] = {}
+    tally: dict[tuple[str, str], int] = {}
+    kept: dict[str, int] = {}
     for w in workers:
+        key = (w.role, "true" if w.alive else "false")
+        tally[key] = tally.get(key, 0) + 1
         if w.alive:
-            counts[w.role] = counts.get(w.role, 0) + (w.condition is not None)
-    for role, n in sorted(counts.items()):
+            kept[w.role] = kept.get(w.role, 0) + (w.condition is not None)
+    for (role, is_alive), n in sorted(tally.items()):
+        alive.add(n, role=role, alive=is_alive)
+    for role, n in sorted(kept.items()):
         impeded.add(n, role=role)
-    fams.append(impeded)
+    fams += [alive, impeded]
     if status.queues is not None:
         queues = Family("skynet_queue_messages", "gauge", "Ready messages per broker queue.")
         for name, depth in sorted(status.queues.items()):
