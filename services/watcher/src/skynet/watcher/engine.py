@@ -19,7 +19,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Literal
 
 from skynet.common.errors import InvalidPath
 from skynet.common.messages import (
@@ -37,7 +36,7 @@ from skynet.watcher.discovered import Discovered
 from skynet.watcher.filters import IgnoreRules
 from skynet.watcher.index import Index
 from skynet.watcher.observer import RawEvent
-from skynet.watcher.scanner import Found, GenTuple, gen_of, walk
+from skynet.watcher.scanner import Found, GenTuple, RefusalState, gen_of, walk
 from skynet.watcher.settings import WatcherSettings
 from skynet.watcher.store import Action, Pending, StateUnavailable, Store
 from skynet.watcher.vanished import Vanished
@@ -946,7 +945,7 @@ class Engine:
 
     # ------------------------------------------------------------------ events
 
-    def _skip(self, rel: str, reason: str, state: Literal["skipped", "failed"] = "skipped") -> None:
+    def _skip(self, rel: str, reason: str, state: RefusalState = "skipped") -> None:
         if self._first_report(rel, reason):
             log.warning("%s %r: %s", "skipping" if state == "skipped" else "refusing", rel, reason)
             self._emit(state, rel, reason=reason)

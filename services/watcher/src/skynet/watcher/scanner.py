@@ -24,13 +24,18 @@ Found = tuple[str, GenTuple]  # a regular file's wire path and generation
 SYMLINK = "symlink: not followed (skynet never follows links)"
 
 
+# How a refused name is reported: "skipped" for what is left out on purpose, "failed" for what
+# cannot be mirrored as it is named.
+RefusalState = Literal["skipped", "failed"]
+
+
 @dataclass(frozen=True)
 class Skipped:
     path: str
     reason: str
     # "failed" for a name that cannot be mapped (as when the live events meet it): the file is
     # not mirrored until it is renamed. Links and special files are skipped on purpose.
-    state: Literal["skipped", "failed"] = "skipped"
+    state: RefusalState = "skipped"
 
 
 @dataclass(frozen=True)

@@ -164,20 +164,23 @@ class S3Backend(Backend):
     def check(self) -> None:
         try:
             self.client.head_bucket(Bucket=self.bucket)
-        except ClientError as exc:
-            # A HEAD's answer has no body, so no error code to classify by: a 404 or 403 on the
-            # bucket itself refuses this uploader as a whole, as NoSuchBucket or
-            # InvalidAccessKeyId do on any other request.
+        except Exception as exc:
+            raise self._bucket_refusal(exc) from exc
+
+    def _bucket_refusal(self, exc: Exception) -> SkynetError:
+        """What a failed HEAD on the bucket means for this uploader.
+
+        A HEAD's answer has no body, so no error code to classify by: a 404 or 403 on the bucket
+        itself refuses this uploader as a whole, as NoSuchBucket or InvalidAccessKeyId do on any
+        other request.
+        """
+        if isinstance(exc, ClientError):
             status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
             if status == 404:
-                raise RemoteAccessDenied(f"bucket {self.bucket} does not exist (404)") from exc
+                return RemoteAccessDenied(f"bucket {self.bucket} does not exist (404)")
             if status == 403:
-                raise RemoteAccessDenied(
-                    f"bucket {self.bucket}: access denied (403): the credentials or a policy"
-                ) from exc
-            raise classify(exc, f"bucket {self.bucket}") from exc
-        except Exception as exc:
-            raise classify(exc, f"bucket {self.bucket}") from exc
+                return RemoteAccessDenied(f"bucket {self.bucket}: access denied (403): the credentials or a policy")
+        return classify(exc, f"bucket {self.bucket}")
 
     def _head(self, key: str) -> dict[str, Any] | None:
         try:
