@@ -267,7 +267,7 @@ def test_files_move_on_the_page_and_an_admin_retries_a_failure(
 @pytest.fixture
 def seeded_api(tmp_path: Path, migrated_pg_url: str) -> Iterator[str]:
     """The API alone over a database seeded with 130 done files, a held delete, a failure and
-    two uploaders, one of them paused because its remote is away."""
+    three uploaders: one paused because its remote is away, one stopped."""
     from skynet.common.messages import FileEvent, WorkerHeartbeat
     from skynet.notifier.store import EventStore
 
@@ -285,6 +285,7 @@ def seeded_api(tmp_path: Path, migrated_pg_url: str) -> Iterator[str]:
         WorkerHeartbeat(
             source="default", worker="uploader-off", role="uploader", condition=PAUSED, condition_since=now
         ),
+        WorkerHeartbeat(source="default", worker="uploader-gone", role="uploader").last(),  # stopped cleanly
     ]
     store = EventStore(migrated_pg_url)
     try:
@@ -310,6 +311,7 @@ def test_a_paused_uploader_says_why_above_everything_and_in_its_row(browser: Bro
     page = sign_in(browser, seeded_api, READ)
     expect(page.locator("#notice")).to_have_text(f"uploader-off: {PAUSED}")
     expect(page.locator("#summary div", has_text="Workers alive").locator("dd.bad")).to_have_text("3")
+    expect(page.locator("#workers tr", has_text="uploader-gone").locator("td.stopped")).to_contain_text("(stopped)")
     expect(page.locator("#workers tr", has_text="uploader-off").locator("td.condition.bad")).to_have_text(PAUSED)
     expect(page.locator("#workers tr", has_text="uploader-ok").locator("td.condition")).to_have_text(
         "\u2013"

@@ -10,10 +10,13 @@ watcher's own "queued" event for it goes out.
 from __future__ import annotations
 
 import shutil
+import signal
 from pathlib import Path
 
 import psycopg2
 
+from skynet.api import queries
+from skynet.api.models import Worker
 from tests.e2e.harness import Stack
 from tests.e2e.remotes import FolderRemote
 from tests.fixtures.common import wait_for
@@ -72,5 +75,51 @@ def test_once_mirrored_no_file_is_left_pending_and_no_old_name_is_listed(
         assert not [p for p in rows if p.startswith("shoot/")], "files listed under the folder's old name"
         assert rows["shoot-2026/day1/img07.raw"] in ("deleted", "skipped")
         assert [rows[p] for p in ("notes.txt", "fresh-2/f0.txt", "fresh-2/f1.txt", "fresh-2/f2.txt")] == ["done"] * 4
+    finally:
+        stack.stop_all()
+
+
+def _workers(pg_url: str) -> dict[str, Worker]:
+    conn = psycopg2.connect(pg_url)
+    try:
+        with conn.cursor() as cur:
+            return {w.worker: w for w in queries.list_workers(cur, 30.0)}
+    finally:
+        conn.close()
+
+
+def test_a_worker_stopped_cleanly_is_shown_stopped_at_once_and_one_killed_is_not(
+    tmp_path: Path, amqp_url: str, pg_url: str
+) -> None:
+    """`docker compose stop uploader` must not leave the status counting the uploader alive for
+    another 30 s; a worker killed outright sends no word, so only its heartbeats' age tells."""
+    stack = Stack(tmp_path / "stack", amqp_url, FolderRemote(tmp_path / "nas"), settle_ms=100)
+    try:
+        notifier = stack.start("notifier", name="n-1", SKYNET_DATABASE_URL=pg_url, SKYNET_HEARTBEAT_INTERVAL_S="1")
+        watcher = stack.start("watcher", name="w-1")
+        stopped = stack.start("uploader", name="up-stopped", SKYNET_HEARTBEAT_INTERVAL_S="1")
+        killed = stack.start("uploader", name="up-killed", SKYNET_HEARTBEAT_INTERVAL_S="1")
+        (stack.watch / "a.txt").write_text("mirrored while all four run")
+        stack.wait_mirror(60)
+        wait_for(lambda: len([w for w in _workers(pg_url).values() if w.alive]) == 4, 30, what="four live workers")
+
+        for proc in (stopped, watcher):
+            proc.kill(signal.SIGTERM)
+        killed.kill(signal.SIGKILL)
+        wait_for(
+            lambda: not _workers(pg_url)["uploader-up-stopped"].alive, 10, what="the stopped uploader shown stopped"
+        )
+        wait_for(lambda: not _workers(pg_url)["watcher-w-1"].alive, 10, what="the stopped watcher shown stopped")
+        workers = _workers(pg_url)
+        assert workers["uploader-up-stopped"].stopped_at is not None and workers["watcher-w-1"].stopped_at is not None
+        assert (
+            workers["uploader-up-killed"].stopped_at is None and workers["uploader-up-killed"].alive
+        )  # until its beats are old
+        assert workers["n-1"].alive
+
+        notifier.kill(signal.SIGTERM)
+        assert not notifier.alive()
+        notifier_row = _workers(pg_url)["n-1"]
+        assert (notifier_row.alive, notifier_row.stopped_at is not None) == (False, True)
     finally:
         stack.stop_all()

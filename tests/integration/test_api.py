@@ -223,6 +223,32 @@ def test_transfers_show_percent_and_eta_and_workers_show_liveness(client: TestCl
     assert workers == {"w1": True, "old": False}
 
 
+def test_a_worker_that_stopped_cleanly_is_shown_stopped_at_once_until_it_starts_again(
+    client: TestClient, migrated_pg_url: str
+) -> None:
+    """A worker's last heartbeat says it stopped: it no longer counts as alive, nor its condition
+    as news, without waiting for its heartbeats to grow stale. Starting again revives the row."""
+    paused = "paused: remote unavailable: connection refused"
+    live = WorkerHeartbeat(source="s", worker="up-1", role="uploader", active=3, capacity=4, condition=paused)
+    notifier = WorkerHeartbeat(source="default", worker="n1", role="notifier")
+    store(migrated_pg_url, [live, WorkerHeartbeat(source="s", worker="w-1", role="watcher"), notifier])
+    assert client.get("/v1/status", headers=H_READ).json()["workers_alive"] == 3
+
+    store(migrated_pg_url, [WorkerHeartbeat(**live.model_dump(exclude={"id", "created_at"})).last(), notifier.last()])
+    workers = {w["worker"]: w for w in client.get("/v1/workers", headers=H_READ).json()["items"]}
+    assert (workers["up-1"]["alive"], workers["up-1"]["active"]) == (False, 0)
+    assert abs(datetime.fromisoformat(workers["up-1"]["stopped_at"]).timestamp() - time.time()) < 30
+    assert (workers["w-1"]["alive"], workers["w-1"]["stopped_at"]) == (True, None)
+    st = client.get("/v1/status", headers=H_READ).json()
+    assert (st["workers_alive"], st["workers_impeded"], st["notifier_alive"]) == (1, [], False)
+    assert "workers alive: 1" in skynet_status(migrated_pg_url)
+    assert 'skynet_workers{alive="false",role="uploader"} 1' in client.get("/metrics", headers=H_READ).text
+
+    store(migrated_pg_url, [WorkerHeartbeat(source="s", worker="up-1", role="uploader")])  # started again
+    workers = {w["worker"]: w for w in client.get("/v1/workers", headers=H_READ).json()["items"]}
+    assert (workers["up-1"]["alive"], workers["up-1"]["stopped_at"]) == (True, None)
+
+
 def test_what_keeps_a_worker_from_its_work_is_shown_until_a_newer_heartbeat_clears_it(
     client: TestClient, migrated_pg_url: str
 ) -> None:

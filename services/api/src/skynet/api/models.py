@@ -112,7 +112,11 @@ class Worker(BaseModel):
     files_done: int
     started_at: datetime | None = None
     last_seen: datetime
-    alive: bool
+    alive: bool = Field(
+        description="heartbeats within SKYNET_API_WORKER_STALE_S (30 s) and no word that it stopped: a worker"
+        " killed outright shows as not alive once its last heartbeat is that old, one stopped cleanly at once"
+    )
+    stopped_at: datetime | None = Field(default=None, description="when the worker said it stopped cleanly")
     condition: str | None = Field(
         default=None,
         description="what keeps the worker from its work, in a sentence (an uploader paused because its target"

@@ -12,6 +12,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from psycopg2 import sql
+
 from skynet.api.models import (
     PENDING_STATES,
     EventInfo,
@@ -267,12 +269,18 @@ def active_transfers(cur: Any, *, source: str | None = None, limit: int = 500) -
     return out
 
 
+# A worker is alive while its heartbeats are recent and its last one did not say it stopped.
+LIVE = sql.SQL("stopped_at IS NULL AND last_seen > now() - make_interval(secs => %(stale)s)")
+
+
 def list_workers(cur: Any, stale_s: float) -> list[Worker]:
     cur.execute(
-        "SELECT worker, role, source, host, active, capacity, bytes_sent, files_done, started_at,"
-        " condition, condition_since, last_seen, last_seen > now() - make_interval(secs => %s)"
-        " FROM workers ORDER BY last_seen DESC LIMIT 1000",
-        (stale_s,),
+        sql.SQL(
+            "SELECT worker, role, source, host, active, capacity, bytes_sent, files_done, started_at,"
+            " condition, condition_since, stopped_at, last_seen, {live}"
+            " FROM workers ORDER BY last_seen DESC LIMIT 1000"
+        ).format(live=LIVE),
+        {"stale": stale_s},
     )
     keys = (
         "worker",
@@ -286,8 +294,10 @@ def list_workers(cur: Any, stale_s: float) -> list[Worker]:
         "started_at",
         "condition",
         "condition_since",
+        "stopped_at",
+        "last_seen",
     )
-    return [Worker(**dict(zip(keys, r[:11], strict=True)), last_seen=r[11], alive=bool(r[12])) for r in cur.fetchall()]
+    return [Worker(**dict(zip(keys, r[:13], strict=True)), alive=bool(r[13])) for r in cur.fetchall()]
 
 
 # ---------------------------------------------------------------------------- status
@@ -337,24 +347,28 @@ def status(cur: Any, *, worker_stale_s: float = 30.0, source: str | None = None)
     )
     # The notifier serves every source, so it counts in each one's picture.
     cur.execute(
-        "SELECT count(*) FROM workers WHERE last_seen > now() - make_interval(secs => %(stale)s)"
-        " AND (%(s)s::text IS NULL OR source = %(s)s OR role = 'notifier')",
+        sql.SQL(
+            "SELECT count(*) FROM workers WHERE {live} AND (%(s)s::text IS NULL OR source = %(s)s OR role = 'notifier')"
+        ).format(live=LIVE),
         {"stale": worker_stale_s, "s": source},
     )
     alive = int(cur.fetchone()[0])
     cur.execute(
-        "SELECT worker, role, source, condition, condition_since FROM workers"
-        " WHERE condition IS NOT NULL AND last_seen > now() - make_interval(secs => %(stale)s)"
-        " AND (%(s)s::text IS NULL OR source = %(s)s OR role = 'notifier') ORDER BY condition_since, worker LIMIT 100",
+        sql.SQL(
+            "SELECT worker, role, source, condition, condition_since FROM workers"
+            " WHERE condition IS NOT NULL AND {live} AND (%(s)s::text IS NULL OR source = %(s)s OR role = 'notifier')"
+            " ORDER BY condition_since, worker LIMIT 100"
+        ).format(live=LIVE),
         {"stale": worker_stale_s, "s": source},
     )
     impeded = [
         WorkerCondition(worker=w, role=r, source=src, condition=c, since=t) for w, r, src, c, t in cur.fetchall()
     ]
     cur.execute(
-        "SELECT max(last_seen), coalesce(max(last_seen) > now() - make_interval(secs => %s), false)"
-        " FROM workers WHERE role = 'notifier'",
-        (worker_stale_s,),
+        sql.SQL("SELECT max(last_seen), coalesce(bool_or({live}), false) FROM workers WHERE role = 'notifier'").format(
+            live=LIVE
+        ),
+        {"stale": worker_stale_s},
     )
     notifier_seen_at, notifier_alive = cur.fetchone()
     return Status(

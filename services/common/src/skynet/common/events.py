@@ -198,6 +198,16 @@ def start_heartbeats(
     return thread
 
 
+def send_last_heartbeat(sink: EventSink, make: Callable[[], WorkerHeartbeat]) -> None:
+    """Say the worker is stopping (a heartbeat with ``stopped``), so that it shows as stopped at
+    once instead of as alive until its heartbeats grow stale. Best effort: a worker that cannot
+    even describe itself any more still stops."""
+    try:
+        sink.emit(make().last())
+    except Exception as exc:  # the stop goes on; the worker's row goes stale instead
+        log.warning("could not send the last heartbeat: %s", exc)
+
+
 def _outgoing(event: FileEvent | WorkerHeartbeat) -> Outgoing:
     routing_key = event.type
     return Outgoing(

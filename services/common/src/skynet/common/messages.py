@@ -202,6 +202,8 @@ class WorkerHeartbeat(_Message):
     # since when; None while nothing does.
     condition: str | None = Field(default=None, max_length=MAX_CONDITION)
     condition_since: float | None = None
+    # The worker's last heartbeat, sent as it stops cleanly: it is gone now, not merely quiet.
+    stopped: bool = False
 
     @field_validator("condition", mode="before")
     @classmethod
@@ -210,6 +212,10 @@ class WorkerHeartbeat(_Message):
         if isinstance(value, str) and len(value) > MAX_CONDITION:
             return value[: MAX_CONDITION - 1] + "…"
         return value
+
+    def last(self) -> WorkerHeartbeat:
+        """This heartbeat as the worker's last one, sent as it stops cleanly."""
+        return self.model_copy(update={"stopped": True, "active": 0})
 
 
 Event = FileEvent | WorkerHeartbeat

@@ -158,4 +158,5 @@ def worker_row(h: WorkerHeartbeat) -> tuple[Any, ...]:
         ts(h.created_at),
         clean(h.condition),
         ts(h.condition_since) if h.condition_since is not None else None,
+        ts(h.created_at) if h.stopped else None,
     )

@@ -110,6 +110,7 @@ class BatchWriter:
                 self._housekeeping()
                 continue
             if job is None:
+                self._last_beat()
                 return
             try:
                 dead = self._store_with_retry(job.chunk)
@@ -138,6 +139,15 @@ class BatchWriter:
             self._store.store([self._beat()])
         except (StoreUnavailable, EventsRejected) as exc:
             log.debug("notifier heartbeat not stored: %s", exc.reason)
+
+    def _last_beat(self) -> None:
+        """The notifier's row says it stopped, instead of growing stale."""
+        if self._beat is None:
+            return
+        try:
+            self._store.store([self._beat().last()])
+        except (StoreUnavailable, EventsRejected) as exc:
+            log.info("notifier's last heartbeat not stored: %s", exc.reason)
 
     def _store_with_retry(self, chunk: list[Pending]) -> list[tuple[Pending, str]]:
         decoded: list[tuple[Pending, FileEvent | WorkerHeartbeat]] = []

@@ -14,7 +14,7 @@ from types import FrameType
 
 from skynet.common.broker import Consumer, Delivery, backoff_delays, declare_consumer_topology
 from skynet.common.errors import ConfigError, RemoteAccessDenied, RemoteRefused, RemoteUnavailable, SkynetError
-from skynet.common.events import Condition, EventSink, start_heartbeats
+from skynet.common.events import Condition, EventSink, send_last_heartbeat, start_heartbeats
 from skynet.common.logs import setup_logging
 from skynet.common.messages import FileEvent, WorkerHeartbeat
 from skynet.common.settings import load_settings
@@ -210,6 +210,7 @@ def run(settings: UploaderSettings) -> None:
         reconciler.close()
         probe.close()
         watcher_requests.close()
+        send_last_heartbeat(sink, heartbeat)
         sink.close()
         c = reconciler.counters
         log.info("uploader stopped: %d files, %d bytes sent", c.files_done, c.bytes_sent)

@@ -12,7 +12,7 @@ from types import FrameType
 
 from skynet.common.broker import Publisher
 from skynet.common.errors import ConfigError
-from skynet.common.events import Condition, EventSink, start_heartbeats
+from skynet.common.events import Condition, EventSink, send_last_heartbeat, start_heartbeats
 from skynet.common.logs import setup_logging
 from skynet.common.messages import FileEvent, WorkerHeartbeat
 from skynet.common.settings import load_settings
@@ -137,6 +137,7 @@ def run(settings: WatcherSettings) -> None:
         observer.stop()
         control.stop()
         pump.stop()
+        send_last_heartbeat(sink, heartbeat)
         sink.close()
         observer.join(5)
         left, found = store.pending_count(), len(engine.discovered)
