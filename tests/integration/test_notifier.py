@@ -283,6 +283,44 @@ def test_awkward_but_valid_event_bodies_are_all_stored_with_their_text_intact(
         assert stop_process(proc) == 0
 
 
+def test_a_newer_workers_events_with_fields_this_notifier_does_not_know_are_stored_without_them(
+    amqp_url: str, migrated_pg_url: str, tmp_path: Path
+) -> None:
+    """During an upgrade, workers may run a newer version than the notifier: the events they add
+    fields to are still stored (the fields this version knows), not dead-lettered, and the worker
+    shows as alive. A field it does not know is neither stored nor served."""
+    url = migrated_pg_url
+    t = time.time() - 5
+    newer = {"hint": "from a newer worker", "secret_token": "s3cr3t", "nested": {"a": [1, 2]}}
+    done = {"type": "file.done.v1", "state": "done", "source": "default", "path": "new.txt", "size": 7}
+    publish_raw(amqp_url, "file.done.v1", json.dumps({**done, "id": "newer-1", "created_at": t, **newer}).encode())
+    beat = {"type": "worker.heartbeat.v1", "source": "default", "worker": "uploader-v9", "role": "uploader"}
+    publish_raw(amqp_url, "worker.heartbeat.v1", json.dumps({**beat, "files_done": 1, **newer}).encode())
+    publish_raw(amqp_url, "file.done.v1", json.dumps({**done, "path": "bad.txt", "size": -1, **newer}).encode())
+    proc = start_notifier(amqp_url, url, str(tmp_path / "notifier.log"))
+    try:
+        wait_for(lambda: scalar(url, "SELECT count(*) FROM workers WHERE worker = 'uploader-v9'") == 1, 30)
+        wait_for(lambda: scalar(url, "SELECT count(*) FROM events") == 1, 30)
+        assert rows(url, "SELECT path, state, size FROM files") == [("new.txt", "done", 7)]
+        payload = scalar(url, "SELECT payload FROM events WHERE id = 'newer-1'")
+        assert isinstance(payload, dict) and payload["path"] == "new.txt"
+        assert not set(newer) & set(payload)
+        assert scalar(url, "SELECT files_done FROM workers WHERE worker = 'uploader-v9'") == 1
+        assert "s3cr3t" not in (tmp_path / "notifier.log").read_text()
+        wait_for(lambda: _dead_count(amqp_url) == 1, 10, what="a known field with a bad value still refused")
+        assert proc.poll() is None
+    finally:
+        assert stop_process(proc) == 0
+
+
+def _dead_count(amqp_url: str) -> int:
+    conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        return int(conn.channel().queue_declare(EVENTS_DEAD_QUEUE, passive=True).method.message_count)
+    finally:
+        conn.close()
+
+
 def test_the_notifier_killed_midway_through_10000_events_stores_each_exactly_once(
     amqp_url: str, migrated_pg_url: str, tmp_path: Path
 ) -> None:

@@ -150,7 +150,21 @@ LIFECYCLE_STATES: tuple[str, ...] = (
 )
 
 
-class FileEvent(_Message):
+class _Event(_Message):
+    """Events are read tolerantly: a field the reader does not know (one a newer worker added to
+    a ``.v1`` event) is set aside (``model_extra``), not a reason to refuse the event, so that an
+    older notifier keeps storing a newer worker's events and heartbeats during an upgrade. Actions
+    stay strict: an action's unknown field may change what must be done."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    def known_json(self) -> bytes:
+        """The event as JSON, the fields this version knows only."""
+        extra = self.model_extra
+        return self.model_dump_json(exclude_none=True, exclude=set(extra) if extra else None).encode("utf-8")
+
+
+class FileEvent(_Event):
     """One step in the life of one file. ``type`` is ``file.<state>.v1`` (progress: ``progress.file.v1``)."""
 
     type: str
@@ -186,7 +200,7 @@ class FileEvent(_Message):
 MAX_CONDITION = 1000
 
 
-class WorkerHeartbeat(_Message):
+class WorkerHeartbeat(_Event):
     """A worker is alive; sent every few seconds."""
 
     type: Literal["worker.heartbeat.v1"] = "worker.heartbeat.v1"

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from skynet.common.messages import FileEvent, WorkerHeartbeat, encode
+from skynet.common.messages import FileEvent, WorkerHeartbeat
 
 # States after which the remote reflects the local file: bytes done = size.
 COMPLETE_STATES = frozenset({"done", "skipped", "moved"})
@@ -48,7 +48,7 @@ class Batch:
 
 def event_row(e: FileEvent) -> tuple[Any, ...]:
     """The ``events`` row: id, type, source, path, state, worker, size, created_at, payload."""
-    payload = clean(encode(e).decode("utf-8"))
+    payload = clean(e.known_json().decode("utf-8"))
     return (e.id, e.type, e.source, e.path, e.state, clean(e.worker), e.size, ts(e.created_at), payload)
 
 
@@ -59,14 +59,16 @@ def payload(e: FileEvent, body: bytes | None = None) -> bytes:
     """The JSON stored as the event's payload: the message as it arrived, when that is exact.
 
     Re-encoding every event was a fifth of the notifier's CPU; the body is already the event's
-    JSON (``extra="forbid"`` means it holds nothing else). It is re-encoded only when the body left
-    ``id`` or ``created_at`` to their defaults, or when it holds an escaped NUL, which Postgres's
-    ``jsonb`` cannot store (NUL characters are dropped, as in every other column).
+    JSON. It is re-encoded only when the body left ``id`` or ``created_at`` to their defaults, held
+    fields this version does not know (a newer worker's: they are not stored, nor served by the
+    API), or holds an escaped NUL, which Postgres's ``jsonb`` cannot store (NUL characters are
+    dropped, as in every other column).
     """
-    raw = body if body is not None and e.model_fields_set >= _EXPLICIT else encode(e)
+    exact = body is not None and not e.model_extra and e.model_fields_set >= _EXPLICIT
+    raw = body if body is not None and exact else e.known_json()
     if b"\\u0000" not in raw:
         return raw
-    data = e.model_dump(mode="json", exclude_none=True)
+    data = e.model_dump(mode="json", exclude_none=True, exclude=set(e.model_extra or ()))
     return json.dumps(_strip_nul(data), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
