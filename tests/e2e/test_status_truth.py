@@ -16,7 +16,7 @@ from pathlib import Path
 import psycopg2
 
 from skynet.api import queries
-from skynet.api.models import Worker
+from skynet.api.models import TargetConflict, Worker
 from tests.e2e.harness import Stack
 from tests.e2e.remotes import FolderRemote
 from tests.fixtures.common import wait_for
@@ -121,5 +121,33 @@ def test_a_worker_stopped_cleanly_is_shown_stopped_at_once_and_one_killed_is_not
         assert not notifier.alive()
         notifier_row = _workers(pg_url)["n-1"]
         assert (notifier_row.alive, notifier_row.stopped_at is not None) == (False, True)
+    finally:
+        stack.stop_all()
+
+
+def test_two_sources_whose_uploaders_share_a_target_are_named_in_the_status(
+    tmp_path: Path, amqp_url: str, pg_url: str
+) -> None:
+    remote = FolderRemote(tmp_path / "nas")
+    stack = Stack(tmp_path / "stack", amqp_url, remote, settle_ms=100)
+    try:
+        stack.start("notifier", SKYNET_DATABASE_URL=pg_url)
+        for source in ("photos", "cams"):
+            stack.start("uploader", name=f"up-{source}", SKYNET_SOURCE=source, SKYNET_HEARTBEAT_INTERVAL_S="1")
+
+        def shared() -> list[TargetConflict]:
+            conn = psycopg2.connect(pg_url)
+            try:
+                with conn.cursor() as cur:
+                    return queries.status(cur).target_conflicts
+            except psycopg2.errors.UndefinedTable:  # the notifier has not made its tables yet
+                return []
+            finally:
+                conn.close()
+
+        wait_for(lambda: len(shared()) == 1, 30, what="the shared target named in the status")
+        (conflict,) = shared()
+        assert conflict.sources == ["cams", "photos"]
+        assert conflict.targets == [f"file://{remote.root}"] * 2
     finally:
         stack.stop_all()

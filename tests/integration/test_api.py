@@ -249,6 +249,41 @@ def test_a_worker_that_stopped_cleanly_is_shown_stopped_at_once_until_it_starts_
     assert (workers["up-1"]["alive"], workers["up-1"]["stopped_at"]) == (True, None)
 
 
+def test_two_sources_sending_to_the_same_place_are_named_in_the_status(
+    client: TestClient, migrated_pg_url: str
+) -> None:
+    """A copied compose service that kept its SKYNET_TARGET makes two sources overwrite each other
+    (and in mirror mode delete each other's files): the status says so, for live uploaders only."""
+    now = time.time()
+
+    def up(source: str, target: str, **kw: Any) -> WorkerHeartbeat:
+        return WorkerHeartbeat(source=source, worker=f"up-{source}", role="uploader", target=target, **kw)
+
+    store(
+        migrated_pg_url,
+        [
+            up("photos", "sftp://skynet@nas:22/backup"),
+            up("cams", "sftp://skynet@nas:22/backup/cams"),
+            up("docs", "sftp://skynet@nas:22/docs"),
+            up("old", "sftp://skynet@nas:22/docs", created_at=now - 3600),  # long gone
+        ],
+    )
+    st = client.get("/v1/status", headers=H_READ).json()
+    assert st["target_conflicts"] == [
+        {"sources": ["cams", "photos"], "targets": ["sftp://skynet@nas:22/backup/cams", "sftp://skynet@nas:22/backup"]}
+    ]
+    assert client.get("/v1/status?source=docs", headers=H_READ).json()["target_conflicts"] == []
+    assert len(client.get("/v1/status?source=photos", headers=H_READ).json()["target_conflicts"]) == 1
+    workers = {w["worker"]: w for w in client.get("/v1/workers", headers=H_READ).json()["items"]}
+    assert workers["up-docs"]["target"] == "sftp://skynet@nas:22/docs"
+    assert "skynet_target_conflicts 1" in client.get("/metrics", headers=H_READ).text
+    assert "! sources cams and photos send to the same place" in skynet_status(migrated_pg_url)
+
+    store(migrated_pg_url, [up("cams", "sftp://skynet@nas:22/cams")])  # put right and restarted
+    assert client.get("/v1/status", headers=H_READ).json()["target_conflicts"] == []
+    assert "skynet_target_conflicts 0" in client.get("/metrics", headers=H_READ).text
+
+
 def test_what_keeps_a_worker_from_its_work_is_shown_until_a_newer_heartbeat_clears_it(
     client: TestClient, migrated_pg_url: str
 ) -> None:

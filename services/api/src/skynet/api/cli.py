@@ -66,6 +66,13 @@ def render(st: Status, transfers: list[Transfer]) -> str:
     if st.oldest_pending:
         o = st.oldest_pending
         lines.append(f"oldest pending: {o.source}:{_shown(o.path)} ({o.state}, {o.age_s:.0f}s)")
+    for c in st.target_conflicts:
+        lines += [
+            f"! sources {_shown(c.sources[0])} and {_shown(c.sources[1])} send to the same place"
+            f" ({_shown(c.targets[0])}, {_shown(c.targets[1])}): they overwrite each other's files, and in"
+            " mirror mode a full rescan of one deletes the other's; give each source its own target",
+            "",
+        ]
     lines.append(f"workers alive: {st.workers_alive}")
     for w in st.workers_impeded:
         since = f" (since {w.since:%H:%M:%S} UTC)" if w.since else ""

@@ -79,6 +79,9 @@ def render(status: Status, workers: Iterable[Worker], last_seq: int, requests: R
             status.oldest_pending.age_s if status.oldest_pending else 0
         ),
         Family("skynet_active_transfers", "gauge", "Files being uploaded now.").add(status.active_transfers),
+        Family(
+            "skynet_target_conflicts", "gauge", "Pairs of sources whose uploaders send to the same or nested targets."
+        ).add(len(status.target_conflicts)),
         Family("skynet_events_last_seq", "counter", "Sequence number of the newest stored event.").add(last_seq),
     ]
     alive = Family("skynet_workers", "gauge", "Workers by role and liveness.")

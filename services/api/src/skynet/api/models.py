@@ -117,6 +117,7 @@ class Worker(BaseModel):
         " killed outright shows as not alive once its last heartbeat is that old, one stopped cleanly at once"
     )
     stopped_at: datetime | None = Field(default=None, description="when the worker said it stopped cleanly")
+    target: str | None = Field(default=None, description="an uploader's target, as a secret-free URL")
     condition: str | None = Field(
         default=None,
         description="what keeps the worker from its work, in a sentence (an uploader paused because its target"
@@ -150,6 +151,11 @@ class WorkerCondition(BaseModel):
     since: datetime | None = None
 
 
+class TargetConflict(BaseModel):
+    sources: list[str] = Field(description="two sources ...")
+    targets: list[str] = Field(description="... and their targets, the same or one inside the other")
+
+
 class Status(BaseModel):
     generated_at: datetime
     files: dict[str, int] = Field(description="files per state, every source")
@@ -168,6 +174,11 @@ class Status(BaseModel):
         " (events, heartbeats included, wait in the broker's skynet.events queue)",
     )
     notifier_seen_at: datetime | None = Field(default=None, description="newest heartbeat of any notifier")
+    target_conflicts: list[TargetConflict] = Field(
+        default_factory=list,
+        description="live uploaders of two sources sending to the same target, or one inside the other: they"
+        " overwrite each other's files, and in mirror mode a full rescan of one deletes the other's",
+    )
     queues: dict[str, int | None] | None = Field(
         default=None, description="ready messages per queue (null: no such queue); null without a broker"
     )

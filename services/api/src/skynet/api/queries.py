@@ -14,6 +14,7 @@ from typing import Any
 
 from psycopg2 import sql
 
+from skynet.api import targets
 from skynet.api.models import (
     PENDING_STATES,
     EventInfo,
@@ -277,7 +278,7 @@ def list_workers(cur: Any, stale_s: float) -> list[Worker]:
     cur.execute(
         sql.SQL(
             "SELECT worker, role, source, host, active, capacity, bytes_sent, files_done, started_at,"
-            " condition, condition_since, stopped_at, last_seen, {live}"
+            " condition, condition_since, stopped_at, target, last_seen, {live}"
             " FROM workers ORDER BY last_seen DESC LIMIT 1000"
         ).format(live=LIVE),
         {"stale": stale_s},
@@ -295,9 +296,10 @@ def list_workers(cur: Any, stale_s: float) -> list[Worker]:
         "condition",
         "condition_since",
         "stopped_at",
+        "target",
         "last_seen",
     )
-    return [Worker(**dict(zip(keys, r[:13], strict=True)), alive=bool(r[13])) for r in cur.fetchall()]
+    return [Worker(**dict(zip(keys, r[:14], strict=True)), alive=bool(r[14])) for r in cur.fetchall()]
 
 
 # ---------------------------------------------------------------------------- status
@@ -371,6 +373,13 @@ def status(cur: Any, *, worker_stale_s: float = 30.0, source: str | None = None)
         {"stale": worker_stale_s},
     )
     notifier_seen_at, notifier_alive = cur.fetchone()
+    cur.execute(
+        sql.SQL(
+            "SELECT DISTINCT source, target FROM workers WHERE role = 'uploader' AND target IS NOT NULL AND {live}"
+        ).format(live=LIVE),
+        {"stale": worker_stale_s},
+    )
+    shared = [c for c in targets.conflicts(cur.fetchall()) if source is None or source in c.sources]
     return Status(
         generated_at=datetime.now(UTC),
         files=totals,
@@ -383,4 +392,5 @@ def status(cur: Any, *, worker_stale_s: float = 30.0, source: str | None = None)
         workers_impeded=impeded,
         notifier_alive=bool(notifier_alive),
         notifier_seen_at=notifier_seen_at,
+        target_conflicts=shared,
     )

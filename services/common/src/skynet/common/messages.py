@@ -200,6 +200,9 @@ class FileEvent(_Event):
 MAX_CONDITION = 1000
 
 
+MAX_TARGET = 2000
+
+
 class WorkerHeartbeat(_Event):
     """A worker is alive; sent every few seconds."""
 
@@ -218,6 +221,9 @@ class WorkerHeartbeat(_Event):
     condition_since: float | None = None
     # The worker's last heartbeat, sent as it stops cleanly: it is gone now, not merely quiet.
     stopped: bool = False
+    # An uploader's target, as a secret-free URL ("sftp://user@host:22/backup"): the status warns
+    # when two sources send to the same or nested targets.
+    target: str | None = Field(default=None, max_length=MAX_TARGET)
 
     @field_validator("condition", mode="before")
     @classmethod

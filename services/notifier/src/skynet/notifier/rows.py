@@ -161,4 +161,5 @@ def worker_row(h: WorkerHeartbeat) -> tuple[Any, ...]:
         clean(h.condition),
         ts(h.condition_since) if h.condition_since is not None else None,
         ts(h.created_at) if h.stopped else None,
+        clean(h.target),
     )

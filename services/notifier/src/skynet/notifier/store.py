@@ -119,14 +119,14 @@ WHERE f.source = v.source AND f.state_at <= v.at
 UPSERT_WORKERS = """
 INSERT INTO workers AS w
     (worker, role, source, host, active, capacity, bytes_sent, files_done, started_at, last_seen,
-     condition, condition_since, stopped_at)
+     condition, condition_since, stopped_at, target)
 VALUES %s
 ON CONFLICT (worker) DO UPDATE SET
     role = EXCLUDED.role, source = EXCLUDED.source, host = EXCLUDED.host, active = EXCLUDED.active,
     capacity = EXCLUDED.capacity, bytes_sent = EXCLUDED.bytes_sent, files_done = EXCLUDED.files_done,
     started_at = EXCLUDED.started_at, last_seen = EXCLUDED.last_seen,
     condition = EXCLUDED.condition, condition_since = EXCLUDED.condition_since,
-    stopped_at = EXCLUDED.stopped_at
+    stopped_at = EXCLUDED.stopped_at, target = EXCLUDED.target
 WHERE EXCLUDED.last_seen >= w.last_seen
 """
 

@@ -170,6 +170,7 @@ def run(settings: UploaderSettings) -> None:
 
     stop = threading.Event()
     started = time.time()
+    target = probe.describe("")
 
     def heartbeat() -> WorkerHeartbeat:
         c = reconciler.counters
@@ -183,6 +184,7 @@ def run(settings: UploaderSettings) -> None:
             files_done=c.files_done,
             host=socket.gethostname(),
             started_at=started,
+            target=target,
             **paused.fields(),
         )
 
