@@ -16,7 +16,7 @@ from pathlib import Path
 import psycopg2
 
 from skynet.api import queries
-from skynet.api.models import TargetConflict, Worker
+from skynet.api.models import Status, TargetConflict, WatcherConflict, Worker
 from tests.e2e.harness import Stack
 from tests.e2e.remotes import FolderRemote
 from tests.fixtures.common import wait_for
@@ -79,11 +79,26 @@ def test_once_mirrored_no_file_is_left_pending_and_no_old_name_is_listed(
         stack.stop_all()
 
 
+def _status(pg_url: str) -> Status | None:
+    """What `skynet status` shows; None until the notifier has made its tables."""
+    conn = psycopg2.connect(pg_url)
+    try:
+        with conn.cursor() as cur:
+            return queries.status(cur)
+    except psycopg2.errors.UndefinedTable:
+        return None
+    finally:
+        conn.close()
+
+
 def _workers(pg_url: str) -> dict[str, Worker]:
+    """What `/v1/workers` shows; nothing until the notifier has made its tables."""
     conn = psycopg2.connect(pg_url)
     try:
         with conn.cursor() as cur:
             return {w.worker: w for w in queries.list_workers(cur, 30.0)}
+    except psycopg2.errors.UndefinedTable:
+        return {}
     finally:
         conn.close()
 
@@ -136,18 +151,31 @@ def test_two_sources_whose_uploaders_share_a_target_are_named_in_the_status(
             stack.start("uploader", name=f"up-{source}", SKYNET_SOURCE=source, SKYNET_HEARTBEAT_INTERVAL_S="1")
 
         def shared() -> list[TargetConflict]:
-            conn = psycopg2.connect(pg_url)
-            try:
-                with conn.cursor() as cur:
-                    return queries.status(cur).target_conflicts
-            except psycopg2.errors.UndefinedTable:  # the notifier has not made its tables yet
-                return []
-            finally:
-                conn.close()
+            st = _status(pg_url)
+            return st.target_conflicts if st else []
 
         wait_for(lambda: len(shared()) == 1, 30, what="the shared target named in the status")
         (conflict,) = shared()
         assert conflict.sources == ["cams", "photos"]
         assert conflict.targets == [f"file://{remote.root}"] * 2
+    finally:
+        stack.stop_all()
+
+
+def test_a_second_watcher_of_one_source_is_named_in_the_status(tmp_path: Path, amqp_url: str, pg_url: str) -> None:
+    stack = Stack(tmp_path / "stack", amqp_url, FolderRemote(tmp_path / "nas"), settle_ms=100)
+    other = tmp_path / "other"
+    (other / "watched").mkdir(parents=True)
+    try:
+        stack.start("notifier", SKYNET_DATABASE_URL=pg_url)
+        stack.start("watcher", name="w-1")
+        stack.start("watcher", name="w-2", SKYNET_WATCH_DIR=str(other / "watched"), SKYNET_STATE_DIR=str(other))
+
+        def doubled() -> list[WatcherConflict]:
+            st = _status(pg_url)
+            return st.watcher_conflicts if st else []
+
+        wait_for(lambda: len(doubled()) == 1, 30, what="the source's two watchers named in the status")
+        assert doubled()[0].watchers == ["watcher-w-1", "watcher-w-2"]
     finally:
         stack.stop_all()

@@ -284,6 +284,34 @@ def test_two_sources_sending_to_the_same_place_are_named_in_the_status(
     assert "skynet_target_conflicts 0" in client.get("/metrics", headers=H_READ).text
 
 
+def test_a_source_with_two_live_watchers_is_named_in_the_status(client: TestClient, migrated_pg_url: str) -> None:
+    """One watcher per source: a second (a copied service that kept SKYNET_SOURCE, a replica count
+    of 2) sends actions for its own folder to the same uploaders. A watcher gone or stopped and
+    its successor are not two."""
+
+    def watcher(source: str, name: str, **kw: Any) -> WorkerHeartbeat:
+        return WorkerHeartbeat(source=source, worker=name, role="watcher", **kw)
+
+    store(
+        migrated_pg_url,
+        [
+            watcher("photos", "watcher-a"),
+            watcher("photos", "watcher-b"),
+            watcher("docs", "watcher-old", created_at=time.time() - 3600),
+            watcher("docs", "watcher-new"),
+            watcher("cams", "watcher-1").last(),
+            watcher("cams", "watcher-2"),
+        ],
+    )
+    st = client.get("/v1/status", headers=H_READ).json()
+    assert st["watcher_conflicts"] == [{"source": "photos", "watchers": ["watcher-a", "watcher-b"]}]
+    assert client.get("/v1/status?source=docs", headers=H_READ).json()["watcher_conflicts"] == []
+    assert "skynet_watcher_conflicts 1" in client.get("/metrics", headers=H_READ).text
+    assert "! source photos has 2 watchers (watcher-a, watcher-b): one watcher per source" in skynet_status(
+        migrated_pg_url
+    )
+
+
 def test_what_keeps_a_worker_from_its_work_is_shown_until_a_newer_heartbeat_clears_it(
     client: TestClient, migrated_pg_url: str
 ) -> None:

@@ -73,6 +73,13 @@ def render(st: Status, transfers: list[Transfer]) -> str:
             " mirror mode a full rescan of one deletes the other's; give each source its own target",
             "",
         ]
+    for doubled in st.watcher_conflicts:
+        names = ", ".join(_shown(n) for n in doubled.watchers)
+        lines += [
+            f"! source {_shown(doubled.source)} has {len(doubled.watchers)} watchers ({names}):"
+            " one watcher per source; each sends actions for its own folder to the uploaders of both",
+            "",
+        ]
     lines.append(f"workers alive: {st.workers_alive}")
     for w in st.workers_impeded:
         since = f" (since {w.since:%H:%M:%S} UTC)" if w.since else ""

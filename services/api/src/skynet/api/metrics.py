@@ -82,6 +82,9 @@ def render(status: Status, workers: Iterable[Worker], last_seq: int, requests: R
         Family(
             "skynet_target_conflicts", "gauge", "Pairs of sources whose uploaders send to the same or nested targets."
         ).add(len(status.target_conflicts)),
+        Family("skynet_watcher_conflicts", "gauge", "Sources with more than one live watcher.").add(
+            len(status.watcher_conflicts)
+        ),
         Family("skynet_events_last_seq", "counter", "Sequence number of the newest stored event.").add(last_seq),
     ]
     alive = Family("skynet_workers", "gauge", "Workers by role and liveness.")

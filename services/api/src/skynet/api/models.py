@@ -156,6 +156,11 @@ class TargetConflict(BaseModel):
     targets: list[str] = Field(description="... and their targets, the same or one inside the other")
 
 
+class WatcherConflict(BaseModel):
+    source: str
+    watchers: list[str] = Field(description="the live watchers of that one source, in name order")
+
+
 class Status(BaseModel):
     generated_at: datetime
     files: dict[str, int] = Field(description="files per state, every source")
@@ -178,6 +183,11 @@ class Status(BaseModel):
         default_factory=list,
         description="live uploaders of two sources sending to the same target, or one inside the other: they"
         " overwrite each other's files, and in mirror mode a full rescan of one deletes the other's",
+    )
+    watcher_conflicts: list[WatcherConflict] = Field(
+        default_factory=list,
+        description="sources with more than one live watcher: each sends actions for its own folder to the one"
+        " queue the source's uploaders read, so a file only one folder holds looks deleted to the other's",
     )
     queues: dict[str, int | None] | None = Field(
         default=None, description="ready messages per queue (null: no such queue); null without a broker"

@@ -23,6 +23,7 @@ from skynet.api.models import (
     Status,
     Throughput,
     Transfer,
+    WatcherConflict,
     Worker,
     WorkerCondition,
 )
@@ -380,6 +381,14 @@ def status(cur: Any, *, worker_stale_s: float = 30.0, source: str | None = None)
         {"stale": worker_stale_s},
     )
     shared = [c for c in targets.conflicts(cur.fetchall()) if source is None or source in c.sources]
+    cur.execute(
+        sql.SQL(
+            "SELECT source, array_agg(worker ORDER BY worker) FROM workers WHERE role = 'watcher' AND {live}"
+            " AND (%(s)s::text IS NULL OR source = %(s)s) GROUP BY source HAVING count(*) > 1 ORDER BY source"
+        ).format(live=LIVE),
+        {"stale": worker_stale_s, "s": source},
+    )
+    doubled = [WatcherConflict(source=src, watchers=list(ws)) for src, ws in cur.fetchall()]
     return Status(
         generated_at=datetime.now(UTC),
         files=totals,
@@ -393,4 +402,5 @@ def status(cur: Any, *, worker_stale_s: float = 30.0, source: str | None = None)
         notifier_alive=bool(notifier_alive),
         notifier_seen_at=notifier_seen_at,
         target_conflicts=shared,
+        watcher_conflicts=doubled,
     )

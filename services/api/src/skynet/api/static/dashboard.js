@@ -315,6 +315,10 @@ async function refreshStatus() {
   drawQueues();
   // What keeps the pipeline from its work goes in the notice line, above everything else.
   const problems = st.workers_impeded.map((w) => `${w.worker}: ${w.condition}`);
+  for (const w of st.watcher_conflicts || []) {
+    problems.unshift(`Source ${w.source} has ${w.watchers.length} watchers (${w.watchers.join(", ")}):`
+      + " one watcher per source.");
+  }
   for (const c of st.target_conflicts || []) {
     problems.unshift(`Sources ${c.sources[0]} and ${c.sources[1]} send to the same place (${c.targets.join(", ")}):`
       + " they overwrite each other's files; give each source its own target.");
