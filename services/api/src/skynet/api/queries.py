@@ -14,7 +14,7 @@ from typing import Any
 
 from psycopg2 import sql
 
-from skynet.api import targets
+from skynet.api import conflicts
 from skynet.api.models import (
     PENDING_STATES,
     EventInfo,
@@ -23,7 +23,6 @@ from skynet.api.models import (
     Status,
     Throughput,
     Transfer,
-    WatcherConflict,
     Worker,
     WorkerCondition,
 )
@@ -380,15 +379,15 @@ def status(cur: Any, *, worker_stale_s: float = 30.0, source: str | None = None)
         ).format(live=LIVE),
         {"stale": worker_stale_s},
     )
-    shared = [c for c in targets.conflicts(cur.fetchall()) if source is None or source in c.sources]
+    shared = [c for c in conflicts.shared_targets(cur.fetchall()) if source is None or source in c.sources]
     cur.execute(
         sql.SQL(
-            "SELECT source, array_agg(worker ORDER BY worker) FROM workers WHERE role = 'watcher' AND {live}"
-            " AND (%(s)s::text IS NULL OR source = %(s)s) GROUP BY source HAVING count(*) > 1 ORDER BY source"
+            "SELECT source, worker, started_at, last_seen FROM workers WHERE role = 'watcher' AND {live}"
+            " AND (%(s)s::text IS NULL OR source = %(s)s)"
         ).format(live=LIVE),
         {"stale": worker_stale_s, "s": source},
     )
-    doubled = [WatcherConflict(source=src, watchers=list(ws)) for src, ws in cur.fetchall()]
+    doubled = conflicts.doubled_watchers(cur.fetchall())
     return Status(
         generated_at=datetime.now(UTC),
         files=totals,
