@@ -367,3 +367,40 @@ def test_without_a_live_notifier_the_page_says_it_shows_the_past(
         expect(page.locator("#notice")).to_contain_text("this page shows how things were then")
     finally:
         stop_process(api)
+
+
+def test_sources_sharing_a_target_or_a_watcher_are_named_above_everything(
+    browser: Browser, tmp_path: Path, migrated_pg_url: str
+) -> None:
+    from playwright.sync_api import expect
+
+    from skynet.common.messages import WorkerHeartbeat
+    from skynet.notifier.store import EventStore
+
+    def beat(source: str, worker: str, role: str, **kw: str) -> WorkerHeartbeat:
+        return WorkerHeartbeat(source=source, worker=worker, role=role, **kw)  # type: ignore[arg-type]
+
+    store = EventStore(migrated_pg_url)
+    try:
+        store.store(
+            [
+                beat("default", "notifier", "notifier"),
+                beat("photos", "up-photos", "uploader", target="sftp://skynet@nas:22/backup"),
+                beat("cams", "up-cams", "uploader", target="sftp://skynet@nas:22/backup/cams"),
+                beat("cams", "watcher-1", "watcher"),
+                beat("cams", "watcher-2", "watcher"),
+            ]
+        )
+    finally:
+        store.close()
+    api, url = start_api(migrated_pg_url, str(tmp_path / "api.log"), SKYNET_API_TOKEN=READ)
+    try:
+        page = sign_in(browser, url, READ)
+        notice = page.locator("#notice.bad")
+        expect(notice).to_contain_text(
+            "Sources cams and photos send to the same place"
+            " (sftp://skynet@nas:22/backup/cams, sftp://skynet@nas:22/backup)"
+        )
+        expect(notice).to_contain_text("Source cams has 2 watchers (watcher-1, watcher-2): one watcher per source.")
+    finally:
+        stop_process(api)
