@@ -399,8 +399,11 @@ def test_sources_sharing_a_target_or_a_watcher_are_named_above_everything(
         notice = page.locator("#notice.bad")
         expect(notice).to_contain_text(
             "Sources cams and photos send to the same place"
-            " (sftp://skynet@nas:22/backup/cams, sftp://skynet@nas:22/backup)"
+            " (sftp://skynet@nas:22/backup/cams, sftp://skynet@nas:22/backup)",
+            timeout=15_000,  # a loaded machine: the page's first refresh may be slow
         )
-        expect(notice).to_contain_text("Source cams has 2 watchers (watcher-1, watcher-2): one watcher per source.")
+        expect(notice).to_contain_text(
+            "Source cams has 2 watchers (watcher-1, watcher-2): one watcher per source.", timeout=15_000
+        )
     finally:
         stop_process(api)
