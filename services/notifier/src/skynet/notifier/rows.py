@@ -64,8 +64,7 @@ def payload(e: FileEvent, body: bytes | None = None) -> bytes:
     API), or holds an escaped NUL, which Postgres's ``jsonb`` cannot store (NUL characters are
     dropped, as in every other column).
     """
-    exact = body is not None and not e.model_extra and e.model_fields_set >= _EXPLICIT
-    raw = body if body is not None and exact else e.known_json()
+    raw = body if body is not None and not e.model_extra and e.model_fields_set >= _EXPLICIT else e.known_json()
     if b"\\u0000" not in raw:
         return raw
     data = e.model_dump(mode="json", exclude_none=True, exclude=set(e.model_extra or ()))
