@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import shutil
 import signal
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import psycopg2
 
@@ -22,16 +24,27 @@ from tests.e2e.remotes import FolderRemote
 from tests.fixtures.common import wait_for
 
 PENDING = ("queued", "waiting", "started")
+T = TypeVar("T")
 
 
-def _rows(pg_url: str) -> dict[str, str]:
+def _read(pg_url: str, query: Callable[[Any], T], empty: T) -> T:
+    """``query`` run on a cursor of its own; ``empty`` until the notifier has made its tables."""
     conn = psycopg2.connect(pg_url)
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT path, state FROM files")
-            return {path: state for path, state in cur.fetchall()}
+            return query(cur)
+    except psycopg2.errors.UndefinedTable:
+        return empty
     finally:
         conn.close()
+
+
+def _rows(pg_url: str) -> dict[str, str]:
+    def files(cur: Any) -> dict[str, str]:
+        cur.execute("SELECT path, state FROM files")
+        return {path: state for path, state in cur.fetchall()}
+
+    return _read(pg_url, files, {})
 
 
 def test_once_mirrored_no_file_is_left_pending_and_no_old_name_is_listed(
@@ -81,26 +94,12 @@ def test_once_mirrored_no_file_is_left_pending_and_no_old_name_is_listed(
 
 def _status(pg_url: str) -> Status | None:
     """What `skynet status` shows; None until the notifier has made its tables."""
-    conn = psycopg2.connect(pg_url)
-    try:
-        with conn.cursor() as cur:
-            return queries.status(cur)
-    except psycopg2.errors.UndefinedTable:
-        return None
-    finally:
-        conn.close()
+    return _read(pg_url, queries.status, None)
 
 
 def _workers(pg_url: str) -> dict[str, Worker]:
     """What `/v1/workers` shows; nothing until the notifier has made its tables."""
-    conn = psycopg2.connect(pg_url)
-    try:
-        with conn.cursor() as cur:
-            return {w.worker: w for w in queries.list_workers(cur, 30.0)}
-    except psycopg2.errors.UndefinedTable:
-        return {}
-    finally:
-        conn.close()
+    return _read(pg_url, lambda cur: {w.worker: w for w in queries.list_workers(cur, 30.0)}, {})
 
 
 def test_a_worker_stopped_cleanly_is_shown_stopped_at_once_and_one_killed_is_not(

@@ -160,8 +160,15 @@ class _Event(_Message):
 
     def known_json(self) -> bytes:
         """The event as JSON, the fields this version knows only."""
+        return self.model_dump_json(exclude_none=True, exclude=self._unknown()).encode("utf-8")
+
+    def known_dict(self) -> dict[str, Any]:
+        """The event as JSON-ready data, the fields this version knows only."""
+        return self.model_dump(mode="json", exclude_none=True, exclude=self._unknown())
+
+    def _unknown(self) -> set[str] | None:
         extra = self.model_extra
-        return self.model_dump_json(exclude_none=True, exclude=set(extra) if extra else None).encode("utf-8")
+        return set(extra) if extra else None
 
 
 class FileEvent(_Event):

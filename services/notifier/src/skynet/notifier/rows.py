@@ -67,8 +67,7 @@ def payload(e: FileEvent, body: bytes | None = None) -> bytes:
     raw = body if body is not None and not e.model_extra and e.model_fields_set >= _EXPLICIT else e.known_json()
     if b"\\u0000" not in raw:
         return raw
-    data = e.model_dump(mode="json", exclude_none=True, exclude=set(e.model_extra or ()))
-    return json.dumps(_strip_nul(data), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return json.dumps(_strip_nul(e.known_dict()), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def _strip_nul(value: Any) -> Any:
