@@ -119,7 +119,12 @@ def test_files_of_one_size_written_together_and_swapped_by_name_arrive_swapped(s
 
 def test_a_file_replaced_by_a_folder_of_the_same_name_and_the_other_way_round(stack: Stack) -> None:
     """On SFTP the remote's old file stands where the new folder must go (and the old folder where
-    the file must go) until its delete arrives: the upload waits for it instead of failing."""
+    the file must go) until its delete arrives: the upload waits for it instead of failing.
+
+    At a settle period of 200 ms the folder's delete (which waits 0.2 s for the other half of a
+    move) and the new file's upload fall due in the same turn of the watcher's gate: both must
+    go out, neither may replace the other in the outbox."""
+    stack.settle_ms = 200
     stack.start("watcher")
     stack.start("uploader", "uploader-a")
     w = stack.watch

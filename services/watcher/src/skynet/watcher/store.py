@@ -1,8 +1,9 @@
 """The watcher's local state in SQLite: the outbox and the index.
 
 * **outbox** — actions waiting for the broker's confirm, at most one per key (the path; the
-  destination for a move). A newer action for a path replaces the older one: that is the
-  deduplication. A row is removed only after the broker confirmed it, and only if it was not
+  destination for a move; the path and a ``/`` for a folder's delete, which a file of the same
+  name made since must not replace, nor be replaced by). A newer action for a path replaces the
+  older one: that is the deduplication. A row is removed only after the broker confirmed it, and only if it was not
   replaced meanwhile (its ``seq`` still matches), so a broker outage or a crash loses nothing.
 * **index** — the generation last handed to the outbox for each path, so that a scan at start
   finds exactly what changed (or vanished) while the watcher was down. A file the index never
@@ -69,6 +70,14 @@ class StateUnavailable(TransientError):
 
 
 SELECT_KEYS = "SELECT key, body FROM outbox WHERE key IN (SELECT value FROM json_each(?))"
+
+
+def _outbox_key(key: str, action: Pending) -> str:
+    """A folder's delete has a key of its own (``path/``): a file of that name made since the
+    folder went needs both actions, the folder's files deleted and the file sent."""
+    if isinstance(action, PathChanged) and action.is_dir:
+        return action.path + "/"
+    return key
 
 
 def _escape_like(prefix: str) -> str:
@@ -158,6 +167,7 @@ class Store:
         the destination afterwards). One lookup per 500 keys, one executemany for the writes."""
         if not actions:
             return
+        actions = [(_outbox_key(key, action), action) for key, action in actions]
         keys = list(dict.fromkeys(key for key, _ in actions))
         moves: set[str] = set()
         for i in range(0, len(keys), 500):
@@ -191,8 +201,9 @@ class Store:
             cur.execute("UPDATE idx SET path = ? WHERE path = ?", (dst + path[len(src) :], path))
 
     def drop_pending_under(self, prefix: str) -> list[str]:
-        """Forget outbox rows for paths below folder ``prefix`` (a folder action covers them); their keys."""
-        pattern = _escape_like(prefix) + "/%"
+        """Forget outbox rows for paths below folder ``prefix`` (a folder action covers them); their keys.
+        The folder's own delete (key ``prefix/``) is not below it: it stays."""
+        pattern = _escape_like(prefix) + "/_%"
         with self._transaction() as cur:
             keys = [k for (k,) in cur.execute("SELECT key FROM outbox WHERE key LIKE ? ESCAPE '\\'", (pattern,))]
             cur.execute("DELETE FROM outbox WHERE key LIKE ? ESCAPE '\\'", (pattern,))

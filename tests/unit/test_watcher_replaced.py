@@ -1,0 +1,66 @@
+"""A folder replaced by a file of the same name (real folder, real SQLite, no broker).
+
+`rm -r x && echo … > x` inside one settle period: the folder's delete and the new file's upload
+both have to reach the remote, the first to clear the remote folder's files away, the second to
+send the file. The outbox keeps at most one action per key; when both shared the key ``x``, the
+later one replaced the other, and the remote kept the folder (every upload of the file refused
+by it, then dead-lettered) or never got the file.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from skynet.common.messages import PathChanged, encode_changed
+from skynet.watcher.observer import RawEvent
+from skynet.watcher.store import Store
+from tests.fixtures.common import wait_for
+from tests.fixtures.gate import described, outbox, published_and_sent, running_gate, written
+
+
+def folder_delete(store: Store) -> list[str]:
+    return [a.path for a in outbox(store) if isinstance(a, PathChanged) and a.is_dir]
+
+
+def test_a_folder_replaced_by_a_file_at_once_sends_the_folders_delete_and_the_file(tmp_path: Path) -> None:
+    with running_gate(tmp_path, delete_mode="mirror", settle_ms=50) as gate:
+        engine, store, watch = gate
+        published_and_sent(gate, "x/in.txt", b"in the folder")
+        shutil.rmtree(watch / "x")
+        (watch / "x").write_text("a file now")
+        engine.queue.put(RawEvent("deleted", str(watch / "x" / "in.txt")))
+        engine.queue.put(RawEvent("dir_deleted", str(watch / "x")))
+        written(engine, watch / "x")
+        wait_for(lambda: folder_delete(store) and "upload x" in described(outbox(store)), 10, what="both actions")
+        assert sorted(described(outbox(store))) == ["delete x", "upload x"]
+        assert folder_delete(store) == ["x"]
+
+
+def test_neither_action_replaces_the_other_in_either_order(tmp_path: Path) -> None:
+    store = Store(tmp_path / "state")
+    try:
+        folder_gone = PathChanged(source="s", path="x", is_dir=True)
+        for first, then in (
+            (folder_gone, encode_changed("s", "x", 3, 1, 7)),
+            (encode_changed("s", "x", 3, 1, 7), folder_gone),
+        ):
+            store.record(actions=[("x", first)])
+            store.record(actions=[("x", then)])
+            assert sorted(described(outbox(store))) == ["delete x", "upload x"]
+            store.confirmed(store.pending(10))
+    finally:
+        store.close()
+
+
+def test_a_folders_own_delete_is_not_dropped_as_a_change_below_it(tmp_path: Path) -> None:
+    """A folder re-made and moved away after its delete: the changes below it go with the move,
+    the delete of what the remote held under it stays."""
+    store = Store(tmp_path / "state")
+    try:
+        store.record(actions=[("x", PathChanged(source="s", path="x", is_dir=True))])
+        store.record(actions=[("x/new.txt", encode_changed("s", "x/new.txt", 1, 1, 8))])
+        assert store.drop_pending_under("x") == ["x/new.txt"]
+        assert described(outbox(store)) == ["delete x"]
+    finally:
+        store.close()
