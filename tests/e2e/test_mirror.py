@@ -140,6 +140,17 @@ def test_a_file_replaced_by_a_folder_of_the_same_name_and_the_other_way_round(st
     (w / "photos").write_text("now a file")
     stack.wait_mirror(60)
 
+    (w / "drafts").mkdir()  # a folder moved onto the name of a file just deleted, and one moved then deleted
+    (w / "drafts" / "a.txt").write_text("draft")
+    (w / "old").mkdir()
+    (w / "old" / "b.txt").write_text("old")
+    stack.wait_mirror(60)
+    (w / "photos").unlink()
+    (w / "drafts").rename(w / "photos")
+    (w / "old").rename(w / "older")
+    shutil.rmtree(w / "older")
+    stack.wait_mirror(60)
+
 
 def test_a_folder_deleted_or_moved_away_locally_leaves_no_empty_folder_on_the_remote(stack: Stack) -> None:
     """The remote holds the folders that hold files, as the local does: what a mirror's deletes and

@@ -207,6 +207,30 @@ def test_a_file_where_a_folder_must_go_waits_for_its_delete_and_an_empty_folder_
     assert remote.read("photos") == b"a file now" and remote.read("report/part-1.txt") == b"in a folder now"
 
 
+def test_a_move_meeting_the_other_kind_waits_for_its_delete_and_an_empty_folder_gives_way(
+    backend: Backend, remote: Remote, tmp_path: Path
+) -> None:
+    """Moves into names replaced locally by the other kind: a file moved onto a folder's name
+    (``rm -r x; mv f x``), a folder moved onto a file's name (``rm x; mv folder x``)."""
+    if backend.scheme not in ("file", "sftp"):
+        assert backend.scheme in ("memory", "s3"), backend.scheme
+        return
+    put(backend, "report", tmp_path / "report", b"a file")
+    put(backend, "drafts/a.txt", tmp_path / "a", b"in a folder")
+    with pytest.raises(RemoteConflict):
+        backend.move_dir("drafts", "report")
+    assert backend.delete("report")
+    backend.move_dir("drafts", "report")
+
+    put(backend, "photos/one.jpg", tmp_path / "one", b"jpeg")
+    put(backend, "new.jpg", tmp_path / "new", b"a file moved here")
+    with pytest.raises(RemoteConflict):
+        backend.move("new.jpg", "photos")
+    assert backend.delete("photos/one.jpg")
+    backend.move("new.jpg", "photos")  # the empty folder gives way
+    assert remote.read("photos") == b"a file moved here" and remote.read("report/a.txt") == b"in a folder"
+
+
 def test_an_empty_file_uploads(backend: Backend, remote: Remote, tmp_path: Path) -> None:
     gen = write(tmp_path / "empty", b"")
     upload(backend, "empty", tmp_path / "empty", gen)

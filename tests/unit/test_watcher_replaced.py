@@ -1,10 +1,11 @@
-"""A folder replaced by a file of the same name (real folder, real SQLite, no broker).
+"""A name replaced by the other kind at once (real folder, real SQLite, no broker).
 
-`rm -r x && echo … > x` inside one settle period: the folder's delete and the new file's upload
-both have to reach the remote, the first to clear the remote folder's files away, the second to
-send the file. The outbox keeps at most one action per key; when both shared the key ``x``, the
-later one replaced the other, and the remote kept the folder (every upload of the file refused
-by it, then dead-lettered) or never got the file.
+`rm -r x && echo … > x`, or `rm x && mv folder x`, inside one settle period: the old one's
+delete and the new one's upload or move both have to reach the remote, the first to clear the
+old one away there, the second to bring the new one. The outbox keeps at most one action per
+key; when both shared the key ``x``, the later one replaced the other, and the remote kept the
+old one (every upload or move of the new one refused by it, then dead-lettered) or never got
+the new one.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from skynet.common.messages import PathChanged, encode_changed
+import pytest
+
+from skynet.common.messages import PathChanged, PathMoved, encode_changed
 from skynet.watcher.observer import RawEvent
 from skynet.watcher.store import Store
 from tests.fixtures.common import wait_for
@@ -37,17 +40,27 @@ def test_a_folder_replaced_by_a_file_at_once_sends_the_folders_delete_and_the_fi
         assert folder_delete(store) == ["x"]
 
 
-def test_neither_action_replaces_the_other_in_either_order(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("one", "other", "expected"),
+    [
+        (PathChanged(source="s", path="x", is_dir=True), encode_changed("s", "x", 3, 1, 7), ["delete x", "upload x"]),
+        (
+            PathChanged(source="s", path="x"),
+            PathMoved(source="s", src="drafts", dst="x", is_dir=True),
+            ["delete x", "move drafts -> x"],
+        ),
+    ],
+    ids=["folder-deleted-file-made", "file-deleted-folder-moved-in"],
+)
+def test_neither_action_replaces_the_other_in_either_order(
+    tmp_path: Path, one: PathChanged, other: PathMoved | bytes, expected: list[str]
+) -> None:
     store = Store(tmp_path / "state")
     try:
-        folder_gone = PathChanged(source="s", path="x", is_dir=True)
-        for first, then in (
-            (folder_gone, encode_changed("s", "x", 3, 1, 7)),
-            (encode_changed("s", "x", 3, 1, 7), folder_gone),
-        ):
+        for first, then in ((one, other), (other, one)):
             store.record(actions=[("x", first)])
             store.record(actions=[("x", then)])
-            assert sorted(described(outbox(store))) == ["delete x", "upload x"]
+            assert sorted(described(outbox(store))) == expected
             store.confirmed(store.pending(10))
     finally:
         store.close()
@@ -62,5 +75,18 @@ def test_a_folders_own_delete_is_not_dropped_as_a_change_below_it(tmp_path: Path
         store.record(actions=[("x/new.txt", encode_changed("s", "x/new.txt", 1, 1, 8))])
         assert store.drop_pending_under("x") == ["x/new.txt"]
         assert described(outbox(store)) == ["delete x"]
+    finally:
+        store.close()
+
+
+def test_a_folder_moved_then_deleted_keeps_its_move(tmp_path: Path) -> None:
+    """The move's handler reconciles its destination after moving (every remote file under it,
+    as the folder's delete would): replaced by the delete, the move never happened, and the remote
+    kept the folder under its old name."""
+    store = Store(tmp_path / "state")
+    try:
+        store.record(actions=[("x", PathMoved(source="s", src="drafts", dst="x", is_dir=True))])
+        store.record(actions=[("x", PathChanged(source="s", path="x", is_dir=True))])
+        assert described(outbox(store)) == ["move drafts -> x"]
     finally:
         store.close()

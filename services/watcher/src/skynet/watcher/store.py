@@ -1,8 +1,8 @@
 """The watcher's local state in SQLite: the outbox and the index.
 
 * **outbox** — actions waiting for the broker's confirm, at most one per key (the path; the
-  destination for a move; the path and a ``/`` for a folder's delete, which a file of the same
-  name made since must not replace, nor be replaced by). A newer action for a path replaces the
+  destination for a move; the path and a ``/`` for a folder's delete or move, which an action on
+  a file of the same name must not replace, nor be replaced by). A newer action for a path replaces the
   older one: that is the deduplication. A row is removed only after the broker confirmed it, and only if it was not
   replaced meanwhile (its ``seq`` still matches), so a broker outage or a crash loses nothing.
 * **index** — the generation last handed to the outbox for each path, so that a scan at start
@@ -73,10 +73,14 @@ SELECT_KEYS = "SELECT key, body FROM outbox WHERE key IN (SELECT value FROM json
 
 
 def _outbox_key(key: str, action: Pending) -> str:
-    """A folder's delete has a key of its own (``path/``): a file of that name made since the
-    folder went needs both actions, the folder's files deleted and the file sent."""
+    """A folder's actions (its delete, its move) are keyed ``path/``, apart from a file's of the
+    same name: a folder replaced by a file (``rm -r x; echo > x``), or a file by a folder moved
+    there (``rm x; mv folder x``), needs both actions, one to clear the old one away on the
+    remote, the other to bring the new one."""
     if isinstance(action, PathChanged) and action.is_dir:
         return action.path + "/"
+    if isinstance(action, PathMoved) and action.is_dir:
+        return action.dst + "/"
     return key
 
 
@@ -163,7 +167,7 @@ class Store:
 
     def _put_all(self, cur: sqlite3.Cursor, actions: list[tuple[str, Pending]]) -> None:
         """Insert or replace the outbox row of each key; a pending move is never replaced by a
-        plain change of its destination (the move still has to happen; its handler reconciles
+        change or delete of its destination (the move still has to happen; its handler reconciles
         the destination afterwards). One lookup per 500 keys, one executemany for the writes."""
         if not actions:
             return
@@ -181,12 +185,12 @@ class Store:
                 if key not in moves:
                     rows.append((key, next(self._seq), action))
                 continue
-            if key in moves and isinstance(action, PathChanged) and not action.is_dir:
+            if key in moves and isinstance(action, PathChanged):
+                # The move still has to happen; its handler reconciles the destination after it
+                # (a folder's: every remote file under it, as a delete of the folder would).
                 continue
             if isinstance(action, PathMoved):
                 moves.add(key)
-            elif key in moves:
-                moves.discard(key)
             rows.append((key, next(self._seq), encode(action)))
         cur.executemany("INSERT OR REPLACE INTO outbox (key, seq, body) VALUES (?, ?, ?)", rows)
 

@@ -242,13 +242,17 @@ class LocalBackend(Backend):
             raise RemoteRefused(f"cannot move {src!r}: it is not on the target")
         try:
             for attempt in range(FOLDER_RACE_TRIES):
-                os.makedirs(os.path.dirname(full_dst), exist_ok=True)
+                _make_folders(os.path.dirname(full_dst))
                 try:
                     os.replace(full_src, full_dst)
                     break
                 except FileNotFoundError:  # dst's folder removed as emptied since it was made
                     if attempt == FOLDER_RACE_TRIES - 1 or not os.path.lexists(full_src):
                         raise
+                except IsADirectoryError:  # a folder replaced locally by a file moved there
+                    _remove_empty_folder(full_dst)
+                    os.replace(full_src, full_dst)
+                    break
         except OSError as exc:
             raise classify(exc, f"move {src!r} to {dst!r}") from exc
         self._prune(src)
@@ -260,7 +264,7 @@ class LocalBackend(Backend):
             super().move_dir(src, dst)  # merge into the existing folder, file by file
             return
         try:
-            os.makedirs(os.path.dirname(full_dst), exist_ok=True)
+            _make_folders(os.path.dirname(full_dst))
             os.rename(full_src, full_dst)
         except FileNotFoundError as exc:
             raise RemoteRefused(f"cannot move folder {src!r}: it is not on the target") from exc
