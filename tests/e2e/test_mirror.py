@@ -240,3 +240,28 @@ def test_moves_inotify_cannot_pair_are_still_moves_on_the_remote(stack: Stack, t
     time.sleep(1)
     assert tap.bytes_sent_since(mark) == 0, "a file renamed while the watcher was stopped was sent again"
     assert tap.since(mark, lambda e: e.get("state") == "moved" and e["path"] == "archive/offline.bin")
+
+
+def test_folders_swapped_through_a_third_name_and_one_moved_out_of_one_just_moved_arrive(stack: Stack) -> None:
+    """Moves of folders in and around one another are applied by the uploaders' workers in any
+    order: a move that finds nothing under its old name (another not applied yet, or one that
+    already reconciled it away) must still leave its files on the remote under the new name."""
+    stack.start("watcher")
+    stack.start("uploader", "uploader-a")
+    stack.start("uploader", "uploader-b")
+    w = stack.watch
+    for i in range(5):
+        write(w / "left" / f"l{i}.txt", f"left {i}".encode())
+        write(w / "right" / f"r{i}.txt", f"right {i}".encode())
+    for i in range(12):
+        write(w / "shoot" / "raw" / f"day{i % 3}" / f"img{i}.raw", bytes([i]) * 3000)
+    stack.wait_mirror(60)
+
+    (w / "left").rename(w / "swap")  # left <-> right through a third name
+    (w / "right").rename(w / "left")
+    (w / "swap").rename(w / "right")
+    (w / "shoot").rename(w / "shoot-2026")  # a folder moved out of a folder just moved
+    (w / "shoot-2026" / "raw").rename(w / "raw-archive")
+    final = stack.wait_mirror(60)
+    assert stack.remote.read("left/r0.txt") == b"right 0" and stack.remote.read("right/l0.txt") == b"left 0"
+    assert len([p for p in final if p.startswith("raw-archive/")]) == 12

@@ -52,7 +52,7 @@ class Rig:
         self.store = store if store is not None else MemoryStore()
         self.events: list[FileEvent] = []
         self.paused: list[RemoteUnavailable] = []
-        self.asked: list[tuple[str, Generation]] = []  # what the watcher was asked to look at again
+        self.asked: list[tuple[str, Generation | None]] = []  # what the watcher was asked to look at again
         self.broker_lost = False  # asking the watcher fails, as with the broker gone
         self.asks_failed = 0
         self.rec = Reconciler(
@@ -67,7 +67,7 @@ class Rig:
             ask_watcher=self._ask,
         )
 
-    def _ask(self, path: str, landed: Generation) -> None:
+    def _ask(self, path: str, landed: Generation | None) -> None:
         if self.broker_lost:
             self.asks_failed += 1
             raise BrokerUnavailable("connection to the broker lost")
@@ -319,6 +319,29 @@ def test_a_folder_moved_before_any_file_reached_the_remote_ends_with_an_event_of
     assert rig.send(PathMoved(source="default", src="old", dst="new", is_dir=True)) == "ack"
     assert rig.states("new") == ["skipped"]  # its files: the watcher sends each under its new name
     assert rig.states("old") == []  # the old name is not brought back to the file list
+    assert rig.asked == [("new/f", None)]  # and is asked to, in case it sent them before the move
+
+
+def test_a_folder_move_asks_the_watcher_only_for_what_the_remote_does_not_hold_under_the_new_name(
+    tmp_path: Path,
+) -> None:
+    """A folder swapped with another through a third name: its move may be applied after another
+    move already reconciled its old name away. What is missing under the new name is asked for
+    again (the watcher knows what it ignores); what arrived with the move is not."""
+    rig = Rig(tmp_path)
+    for name in ("a", "b"):
+        (tmp_path / "right" / f"{name}.txt").parent.mkdir(exist_ok=True)
+        (tmp_path / "right" / f"{name}.txt").write_text(name)
+        assert rig.send(PathChanged(source="default", path=f"right/{name}.txt")) == "ack"
+    (tmp_path / "right").rename(tmp_path / "left")
+    (tmp_path / "left" / "c.txt").write_text("c")  # made after the move, its own action on its way
+    assert rig.send(PathMoved(source="default", src="right", dst="left", is_dir=True)) == "ack"
+    assert sorted(rig.store.files) == ["left/a.txt", "left/b.txt"]
+    assert rig.asked == [("left/c.txt", None)]
+    rig.asked.clear()
+    rig.store.files.pop("left/a.txt")  # the other order: another move reconciled it away first
+    assert rig.send(PathMoved(source="default", src="right", dst="left", is_dir=True, id="again")) == "ack"
+    assert rig.asked == [("left/a.txt", None), ("left/c.txt", None)]
 
 
 def test_an_unreachable_remote_pauses_the_uploader_and_requeues_without_counting_an_attempt(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from skynet.common.messages import Generation
+from skynet.common.messages import Generation, PathChanged
 from skynet.watcher.store import StateUnavailable
 from tests.fixtures.common import wait_for
 from tests.fixtures.gate import Gate, described, outbox, published_and_sent, running_gate, written
@@ -146,3 +146,30 @@ def test_a_recheck_delete_held_while_the_state_refused_the_hold_is_held_once_it_
         wait_for(lambda: answers, 20, what="the request answered once the state is back")
         assert refusals[0] == 1
         assert answers == [["two.bin"]]
+
+
+def test_a_file_missing_on_the_remote_after_its_folders_move_is_sent_again(tmp_path: Path) -> None:
+    """Asked without a generation: the uploader found the file here, below a moved folder, and
+    not on the remote. Sent again if this watcher sent it, without the generation (the uploader
+    asks the remote first); a file it never sent is left to its own events."""
+    with running_gate(tmp_path, delete_mode="keep") as gate:
+        engine, store, watch = gate
+        published_and_sent(gate, "raw-archive/day0/img0.raw", b"i" * 3000)
+        (watch / "raw-archive" / "unheard.raw").write_bytes(b"u")
+        engine.recheck("raw-archive/day0/img0.raw", None)
+        engine.recheck("raw-archive/unheard.raw", None)
+        assert after_a_marker(gate) == ["delete raw-archive/day0/img0.raw"]  # (no generation)
+        sent = [a for a in outbox(store) if getattr(a, "path", "") == "raw-archive/day0/img0.raw"]
+        assert len(sent) == 1 and isinstance(sent[0], PathChanged) and not sent[0].is_dir
+        assert sent[0].generation is None and (watch / "raw-archive" / "day0" / "img0.raw").exists()
+
+
+def test_a_file_missing_on_the_remote_and_pending_here_is_sent_even_if_unchanged(tmp_path: Path) -> None:
+    """A folder's move has the gate look at its files again; unchanged since last sent, they
+    would go nowhere, and the one the remote lacks would stay missing."""
+    with running_gate(tmp_path, delete_mode="keep", settle_ms=300) as gate:
+        engine = gate[0]
+        img = published_and_sent(gate, "raw-archive/img0.raw", b"i" * 3000)
+        written(engine, img)  # an event on it, its content as last sent: pending, nothing to send
+        engine.recheck("raw-archive/img0.raw", None)
+        assert after_a_marker(gate) == ["upload raw-archive/img0.raw"]

@@ -260,6 +260,11 @@ class RecheckRequest(_Message):
     upload left on the remote. The watcher answers with the move again when it holds that
     generation under another path, else, in ``mirror`` mode, with the delete (through its
     delete safety rules). Published on the control exchange, routing key ``recheck.<source>``.
+
+    Without a ``generation``: after a folder's move, the file is here below the folder's new
+    name and the remote does not hold it (moves of folders in and around one another, applied
+    in another order than made). The watcher sends it again if it sent it before and it is
+    still here; else it answers as above.
     """
 
     type: Literal["control.recheck.v1"] = "control.recheck.v1"

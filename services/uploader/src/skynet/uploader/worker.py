@@ -101,7 +101,7 @@ class Reconciler:
         on_remote_down: Callable[[RemoteUnavailable], None],
         progress_interval_s: float = 0.5,
         max_file_size: int = 0,
-        ask_watcher: Callable[[str, Generation], None] | None = None,
+        ask_watcher: Callable[[str, Generation | None], None] | None = None,
     ) -> None:
         self.source = source
         # Asks the watcher to look at a path again, telling it what the remote holds there (a
@@ -466,7 +466,9 @@ class Reconciler:
             begun = {p[len(action.src) :] for p in backend.uploads_under(action.src)}
             begun |= {p[len(action.dst) :] for p in backend.uploads_under(action.dst)}  # moved along
             failures = self._tree(action.src, action.id, also=[action.src + rest for rest in sorted(begun)])
-            failures += self._tree(action.dst, action.id, also=[action.dst + rest for rest in sorted(begun)])
+            seen: set[str] = set()
+            failures += self._tree(action.dst, action.id, also=[action.dst + rest for rest in sorted(begun)], seen=seen)
+            self._ask_for_the_missing(action.dst, seen)
             if failures:
                 self.event("failed", action.dst, reason=_files_failed(failures))
             elif not moved:  # the folder's own last word: its files each have theirs
@@ -501,12 +503,46 @@ class Reconciler:
         else:
             self.event("skipped", folder, reason="deleted locally; kept on the remote (delete mode keep)")
 
-    def _tree(self, folder: str, action_id: str, confirmed: bool = False, also: Iterable[str] = ()) -> int:
+    def _ask_for_the_missing(self, folder: str, seen: set[str]) -> None:
+        """After a folder's move: ask the watcher to send again each local file below ``folder``
+        that the move's reconciling did not meet (``seen``): the remote does not hold it.
+
+        Moves of folders in and around one another (a swap through a third name, a folder moved
+        out of one just moved) may be applied here in any order, by any worker: a move that
+        finds nothing under its old name, because another has not been applied yet or has
+        already reconciled it away, leaves its files on the remote under neither name. The
+        watcher, which knows what it ignores, sends each again (``RecheckRequest`` without a
+        generation), and it is uploaded.
+        """
+        if self._ask_watcher is None:
+            return
+        missing = [p for p in sorted(self.folder.files_under(folder)) if p not in seen]
+        if not missing:
+            return
+        log.info(
+            "%d files below %r are not on the remote after its move (a move around it was applied"
+            " in another order): asking the watcher to send them again",
+            len(missing),
+            folder,
+        )
+        for path in missing:
+            self._ask_watcher(path, None)
+
+    def _tree(
+        self,
+        folder: str,
+        action_id: str,
+        confirmed: bool = False,
+        also: Iterable[str] = (),
+        seen: set[str] | None = None,
+    ) -> int:
         """Reconcile every remote file below ``folder`` with the local folder (and ``also``);
-        returns how many could not be."""
+        returns how many could not be. ``seen`` receives every path reconciled."""
         paths = [entry.path for entry in self.backend().list(folder)]
         listed = set(paths)
         paths += [p for p in also if p not in listed]
+        if seen is not None:
+            seen.update(paths)
         failures = self._reconcile_each(paths, action_id, confirmed)
         if failures:
             log.warning("folder %r reconciled with %d failures", folder, failures)

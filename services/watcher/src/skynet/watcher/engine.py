@@ -655,9 +655,17 @@ class Engine:
         """An uploader's upload of ``rel`` (leaving ``gen`` on the remote) reached the remote after
         the file went, possibly after its rename or delete had been applied there. If it is gone,
         send that again: the move, when the index holds ``gen`` under another path, else the
-        delete, which goes through the safety rules like any other."""
+        delete, which goes through the safety rules like any other. Asked without ``gen`` about
+        a file that is here, see :meth:`_resend`."""
         if self.rules.ignored(rel) or rel in self._held_paths:
             return
+        if gen is None:
+            pending = self.coalescer.get(rel)
+            if pending is not None:  # to be looked at anyway (a folder's move touches its files):
+                pending.recheck = True  # then sent even if unchanged since it was last sent
+                return
+            if self._resend(rel):
+                return
         if rel in self.index or rel in self.coalescer:
             return  # its change, move or delete is still to come from here
         if not self._surely_gone(rel):
@@ -671,6 +679,26 @@ class Engine:
             return
         log.info("%r is gone: its delete is sent again (an upload of it ended after it went)", rel)
         self._pending_actions.append((rel, PathChanged(source=self.source, path=rel)))
+
+    def _resend(self, rel: str) -> bool:
+        """An uploader found ``rel`` missing on the remote after its folder's move (moves of
+        folders in and around one another applied in another order): send it again if it is
+        here. False if it is not a file this watcher sent.
+
+        Sent without its generation, so the uploader asks the remote first: where the file's
+        own action was still on its way, the second one finds it there instead of sending the
+        bytes again."""
+        if rel not in self.index:
+            return False
+        try:
+            st = os.lstat(local_path(self.root, rel))
+        except OSError:
+            return False
+        if not stat.S_ISREG(st.st_mode):
+            return False
+        log.info("%r is not on the remote after its folder's move: sent again", rel)
+        self._pending_actions.append((rel, PathChanged(source=self.source, path=rel)))
+        return True
 
     def _flush(self, moves: Iterable[tuple[str, str, bool]] = ()) -> None:
         moves, self._pending_index_moves = [*self._pending_index_moves, *moves], []
