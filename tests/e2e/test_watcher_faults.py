@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import sys
@@ -44,6 +45,10 @@ def test_changes_made_while_the_watcher_is_dead_reach_the_remote_after_restart(s
         (w / f"keep-{i}.txt").write_text(f"keep {i}")
         (w / f"change-{i}.txt").write_text(f"old {i}")
         (w / f"delete-{i}.txt").write_text(f"doomed {i}")
+    for name in ("left", "right", "was-a-folder"):
+        (w / name).mkdir()
+        (w / name / "inner.txt").write_text(f"in {name}")
+    (w / "was-a-file").write_text("a file")
     watcher = stack.start("watcher")
     stack.start("uploader")
     stack.wait_mirror(60)
@@ -54,6 +59,14 @@ def test_changes_made_while_the_watcher_is_dead_reach_the_remote_after_restart(s
         (w / f"delete-{i}.txt").unlink()
         (w / "new" / f"n-{i}").parent.mkdir(exist_ok=True)
         (w / "new" / f"n-{i}").write_text(f"born while the watcher was dead {i}")
+    (w / "left").rename(w / "swap")  # two folders swapped
+    (w / "right").rename(w / "left")
+    (w / "swap").rename(w / "right")
+    shutil.rmtree(w / "was-a-folder")  # a folder replaced by a file, and the other way round
+    (w / "was-a-folder").write_text("a file now")
+    (w / "was-a-file").unlink()
+    (w / "was-a-file").mkdir()
+    (w / "was-a-file" / "inner.txt").write_text("a folder now")
     time.sleep(1)
     stack.start("watcher", "watcher-again")
     stack.wait_mirror(60)

@@ -531,7 +531,7 @@ class Engine:
         full = local_path(self.root, rel)
         try:
             st = os.lstat(full)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # gone, or its folder replaced by a file
             if self._vanished.should_wait(rel, now, self._listings > 0):
                 self.coalescer.postpone(rel, now + 0.05)  # its new path may be on its way
                 return
