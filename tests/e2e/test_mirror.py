@@ -265,3 +265,14 @@ def test_folders_swapped_through_a_third_name_and_one_moved_out_of_one_just_move
     final = stack.wait_mirror(60)
     assert stack.remote.read("left/r0.txt") == b"right 0" and stack.remote.read("right/l0.txt") == b"left 0"
     assert len([p for p in final if p.startswith("raw-archive/")]) == 12
+
+    for i in range(60):
+        write(w / "batch" / f"b{i}.dat", bytes([i]) * 2000)
+    stack.wait_mirror(60)
+    (w / "batch").rename(w / "batch-1")  # renamed twice, into a sibling, and back up, at once
+    (w / "batch-1").rename(w / "batch-2")
+    (w / "batch-2").rename(w / "left" / "batch-2")
+    stack.wait_mirror(60)
+    (w / "left" / "batch-2").rename(w / "batch")
+    final = stack.wait_mirror(60)
+    assert len([p for p in final if p.startswith("batch/")]) == 60

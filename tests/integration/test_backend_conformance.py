@@ -349,6 +349,28 @@ def test_a_folder_move_takes_every_file_along(backend: Backend, remote: Remote, 
     assert remote.read("dirt.txt") == b"a sibling with a similar name"
 
 
+def test_a_folder_move_passes_over_a_file_another_worker_took_away_meanwhile(
+    backend: Backend, remote: Remote, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Moves and deletes of folders in and around one another run on several workers at once:
+    a file gone between the folder's listing and its own move must not leave the rest behind."""
+    for name in ("a", "b", "c"):
+        put(backend, f"src/{name}.txt", tmp_path / name, name.encode())
+    put(backend, "dst/there.txt", tmp_path / "there", b"there")  # file by file on every backend
+    listing = backend.list
+
+    def listed_then_b_taken_away(prefix: str = "") -> Iterator[Any]:
+        entries = list(listing(prefix))
+        backend.delete("src/b.txt")  # another worker, between the listing and the moves
+        return iter(entries)
+
+    monkeypatch.setattr(backend, "list", listed_then_b_taken_away)
+    backend.move_dir("src", "dst")
+    monkeypatch.undo()
+    assert sorted(e.path for e in backend.list("dst")) == ["dst/a.txt", "dst/c.txt", "dst/there.txt"]
+    assert list(backend.list("src")) == [] and remote.read("dst/c.txt") == b"c"
+
+
 def test_a_folder_stays_on_the_remote_as_long_as_it_holds_a_file(
     backend: Backend, remote: Remote, tmp_path: Path
 ) -> None:

@@ -16,11 +16,14 @@ Optional features are declared as :class:`Capabilities` flags, not discovered by
 from __future__ import annotations
 
 import abc
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-from skynet.common.errors import TransientError
+from skynet.common.errors import RemoteRefused, TransientError
 from skynet.common.messages import Generation
+
+log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int], None]
 """Called with the number of bytes of the file now known to be on the remote (monotonic).
@@ -133,10 +136,19 @@ class Backend(abc.ABC):
         """Every file below folder ``prefix`` ('' = the whole base), recursively, partials excluded."""
 
     def move_dir(self, src: str, dst: str) -> None:
-        """Rename folder ``src`` to ``dst``. Default: move each file."""
+        """Rename folder ``src`` to ``dst``. Default: move each file.
+
+        A file gone from under ``src`` since the listing (another worker moved or deleted it,
+        applying a move or delete around this one) is passed over: the caller reconciles both
+        names afterwards. Refused otherwise, the rest of the folder would stay behind."""
         for entry in list(self.list(src)):
             rest = entry.path[len(src) :].lstrip("/")
-            self.move(entry.path, f"{dst}/{rest}" if dst else rest)
+            try:
+                self.move(entry.path, f"{dst}/{rest}" if dst else rest)
+            except RemoteRefused:
+                if self.stat(entry.path) is not None:
+                    raise
+                log.info("%r went from the remote while its folder was moved: passed over", entry.path)
 
     def uploads_under(self, prefix: str) -> Sequence[str]:
         """Paths below folder ``prefix`` with an upload begun and not finished (a partial, an open
