@@ -249,7 +249,9 @@ def test_an_uploaders_recheck_request_resends_a_gone_files_delete_and_garbage_is
     """An uploader whose upload ended after its file was renamed or deleted asks the watcher to look
     at the file again (``recheck.<source>``). The watcher sends the move for a file it holds under
     another name, a delete for one that is gone, and nothing for one that is there; a request it
-    cannot read, or for another source, changes nothing."""
+    cannot read, or for another source, changes nothing. Asked without a generation about a file
+    that is there (an uploader found it missing on the remote after its folder's move), it sends
+    the file again."""
     stack = Stack(tmp_path, amqp_url, NoRemote())  # mirror mode
     try:
         watcher = _watching_one_file_published(stack, "here.txt")
@@ -271,20 +273,30 @@ def test_an_uploaders_recheck_request_resends_a_gone_files_delete_and_garbage_is
                 CONTROL_EXCHANGE, key, b'{"type": "control.recheck.v1", "source": "default", "path": "../x"}'
             )
             ch.basic_publish(CONTROL_EXCHANGE, key, encode(RecheckRequest(source="other", path="gone.txt")))
-            ch.basic_publish(CONTROL_EXCHANGE, key, encode(RecheckRequest(source="default", path="here.txt")))
-            ch.basic_publish(CONTROL_EXCHANGE, key, encode(RecheckRequest(source="default", path="d/gone.txt")))
             st = (stack.watch / "here.txt").stat()
             landed = Generation(size=st.st_size, mtime_ns=st.st_mtime_ns, inode=st.st_ino)
+            there = RecheckRequest(source="default", path="here.txt", generation=landed)
+            ch.basic_publish(CONTROL_EXCHANGE, key, encode(there))
+            ch.basic_publish(CONTROL_EXCHANGE, key, encode(RecheckRequest(source="default", path="d/gone.txt")))
             moved = RecheckRequest(source="default", path="old/here.txt", generation=landed)
             ch.basic_publish(CONTROL_EXCHANGE, key, encode(moved))
+            wait_for(lambda: _depth(amqp_url) >= 2, 30, what="the delete and the move sent again")
+            time.sleep(1)
+            actions = drain_actions(amqp_url)
+            assert [(a["type"], a.get("path"), a.get("src"), a.get("generation")) for a in actions] == [
+                ("action.changed.v1", "d/gone.txt", None, None),
+                ("action.moved.v1", None, "old/here.txt", landed.model_dump()),
+            ]
+            # Without a generation, about a file that is here: missing on the remote after its
+            # folder's move (moves around it applied in another order): sent again.
+            ch.basic_publish(CONTROL_EXCHANGE, key, encode(RecheckRequest(source="default", path="here.txt")))
         finally:
             conn.close()
-        wait_for(lambda: _depth(amqp_url) >= 2, 30, what="the delete and the move sent again")
+        wait_for(lambda: _depth(amqp_url) >= 1, 30, what="the file sent again")
         time.sleep(1)
         actions = drain_actions(amqp_url)
-        assert [(a["type"], a.get("path"), a.get("src"), a.get("generation")) for a in actions] == [
-            ("action.changed.v1", "d/gone.txt", None, None),
-            ("action.moved.v1", None, "old/here.txt", landed.model_dump()),
+        assert [(a["type"], a.get("path"), a.get("generation")) for a in actions] == [
+            ("action.changed.v1", "here.txt", None)
         ]
         log = watcher.text()
         assert log.count("recheck request ignored") == 3, log
