@@ -80,12 +80,17 @@ def test_the_watcher_keeps_watching_while_the_broker_is_unreachable_and_publishe
         watcher = stack.start("watcher", SKYNET_AMQP_URL=via_proxy)
         stack.start("uploader")
         (stack.watch / "before.txt").write_text("before the outage")
+        for folder in ("incoming", "sorted"):
+            (stack.watch / folder).mkdir()
+            (stack.watch / folder / "scan.pdf").write_text(f"in {folder}")
         stack.wait_mirror(60)
 
         proxy.cut()
         for i in range(50):
             (stack.watch / f"during-{i}.txt").write_text(f"written while the broker was away {i}")
         wait_for(lambda: stack.outbox_count() >= 50, 30, what="the outbox to hold the 50 actions")
+        (stack.watch / "incoming").rename(stack.watch / "sorted" / "batch-1")  # a folder moved in,
+        (stack.watch / "sorted").rename(stack.watch / "archive")  # then the folder holding it moved
         time.sleep(2)
         assert watcher.alive(), "the watcher died while the broker was unreachable"
         assert stack.outbox_count() >= 50, "the watcher dropped actions while the broker was away"

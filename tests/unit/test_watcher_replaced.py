@@ -73,7 +73,7 @@ def test_a_folders_own_delete_is_not_dropped_as_a_change_below_it(tmp_path: Path
     try:
         store.record(actions=[("x", PathChanged(source="s", path="x", is_dir=True))])
         store.record(actions=[("x/new.txt", encode_changed("s", "x/new.txt", 1, 1, 8))])
-        assert store.drop_pending_under("x") == ["x/new.txt"]
+        assert [key for key, _action in store.drop_pending_under("x")] == ["x/new.txt"]
         assert described(outbox(store)) == ["delete x"]
     finally:
         store.close()
@@ -90,3 +90,31 @@ def test_a_folder_moved_then_deleted_keeps_its_move(tmp_path: Path) -> None:
         assert described(outbox(store)) == ["move drafts -> x"]
     finally:
         store.close()
+
+
+def test_a_folder_moved_in_then_moved_on_or_deleted_before_the_broker_took_its_move_still_moves(
+    tmp_path: Path,
+) -> None:
+    """With the broker away, the outbox holds the move of 'other' into 'src/sub'. A move or
+    delete of 'src' covers the actions below it, but not that one: the remote still holds
+    'other', which must go to the folder's new name (or be reconciled away with the folder)."""
+    with running_gate(tmp_path, delete_mode="mirror") as gate:
+        engine, store, watch = gate
+        published_and_sent(gate, "other/f.txt", b"f")
+        published_and_sent(gate, "src/g.txt", b"g")
+        published_and_sent(gate, "gone/h.txt", b"h")
+        for folder, dest in (("other", "src/sub"), ("src", "dst")):
+            (watch / folder).rename(watch / dest)
+            engine.queue.put(RawEvent("dir_moved", str(watch / folder), str(watch / dest)))
+        wait_for(lambda: len(outbox(store)) == 2, 10, what="the moves")
+        assert sorted(described(outbox(store))) == ["move other -> dst/sub", "move src -> dst"]
+        store.confirmed(store.pending(10))  # the broker took those
+
+        (watch / "other2").mkdir()
+        published_and_sent(gate, "other2/i.txt", b"i")
+        (watch / "other2").rename(watch / "gone" / "sub")
+        engine.queue.put(RawEvent("dir_moved", str(watch / "other2"), str(watch / "gone" / "sub")))
+        shutil.rmtree(watch / "gone")
+        engine.queue.put(RawEvent("dir_deleted", str(watch / "gone")))
+        wait_for(lambda: folder_delete(store) == ["gone"], 10, what="the folder's delete")
+        assert sorted(described(outbox(store))) == ["delete gone", "move other2 -> gone/sub"]

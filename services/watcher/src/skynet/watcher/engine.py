@@ -442,7 +442,8 @@ class Engine:
 
     def _on_dir_moved(self, src: str, dst: str, now: float) -> None:
         moved_pending = self.coalescer.take_under(src)
-        unsent = self.store.drop_pending_under(src) + [p for p, _gen in self.discovered.take_under(src)]
+        arriving, unsent = _moves_in_from_outside(self.store.drop_pending_under(src), src)
+        unsent += [p for p, _gen in self.discovered.take_under(src)]
         if self.index.has_under(src):
             self._pending_actions.append((dst, PathMoved(source=self.source, src=src, dst=dst, is_dir=True)))
             self._flush(moves=[(src, dst, True)])
@@ -455,6 +456,12 @@ class Engine:
             if gen is not None:
                 self._pending_actions.append((new, encode_changed(self.source, new, *gen)))
                 self._pending_index_set.append((new, *gen))
+        # A move into the folder from outside, not sent yet: the remote still holds its source
+        # under the old name, so it still has to happen, now into the folder's new name.
+        for move in arriving:
+            new = dst + move.dst[len(src) :]
+            moved = PathMoved(source=self.source, src=move.src, dst=new, is_dir=move.is_dir, generation=move.generation)
+            self._pending_actions.append((new, moved))
         self._flush()
         for path in moved_pending:
             self.coalescer.touch(dst + path[len(src) :], now)
@@ -489,10 +496,12 @@ class Engine:
             return
         if not self._deletes_allowed(len(gone), rel):
             return
-        self.store.drop_pending_under(rel)
+        # A move into the folder from outside, not sent yet, still has to happen: the remote
+        # holds its source under the old name. Its handler finds the destination gone here.
+        arriving, _unsent = _moves_in_from_outside(self.store.drop_pending_under(rel), rel)
         self.discovered.take_under(rel)
         self.index.drop_under(rel)
-        actions: list[tuple[str, Action]] = []
+        actions: list[tuple[str, Action]] = [(move.dst, move) for move in arriving]
         if self.mirror:
             actions.append((rel, PathChanged(source=self.source, path=rel, is_dir=True)))
         self.store.record(actions=actions, index_drop_under=[rel])
@@ -1000,3 +1009,16 @@ class Engine:
             self.emit_event(FileEvent.make(state, source=self.source, path=rel, **fields))
         except Exception:  # an event must never stop the watcher
             log.exception("could not build event for %r", rel)
+
+
+def _moves_in_from_outside(dropped: list[tuple[str, Action]], folder: str) -> tuple[list[PathMoved], list[str]]:
+    """Split the outbox rows dropped below ``folder`` into the moves whose source is outside it,
+    and the keys of the rest."""
+    arriving: list[PathMoved] = []
+    rest: list[str] = []
+    for key, action in dropped:
+        if isinstance(action, PathMoved) and not action.src.startswith(folder + "/"):
+            arriving.append(action)
+        else:
+            rest.append(key)
+    return arriving, rest

@@ -204,14 +204,15 @@ class Store:
         for (path,) in rows:
             cur.execute("UPDATE idx SET path = ? WHERE path = ?", (dst + path[len(src) :], path))
 
-    def drop_pending_under(self, prefix: str) -> list[str]:
-        """Forget outbox rows for paths below folder ``prefix`` (a folder action covers them); their keys.
-        The folder's own delete (key ``prefix/``) is not below it: it stays."""
+    def drop_pending_under(self, prefix: str) -> list[tuple[str, Action]]:
+        """Forget the outbox rows of paths below folder ``prefix`` (a folder action covers them);
+        their keys and actions. The folder's own actions (key ``prefix/``) are not below it: they
+        stay."""
         pattern = _escape_like(prefix) + "/_%"
         with self._transaction() as cur:
-            keys = [k for (k,) in cur.execute("SELECT key FROM outbox WHERE key LIKE ? ESCAPE '\\'", (pattern,))]
+            rows = cur.execute("SELECT key, body FROM outbox WHERE key LIKE ? ESCAPE '\\'", (pattern,)).fetchall()
             cur.execute("DELETE FROM outbox WHERE key LIKE ? ESCAPE '\\'", (pattern,))
-        return keys
+        return [(key, decode_action(bytes(body))) for key, body in rows]
 
     # ------------------------------------------------------------------ outbox draining
 
